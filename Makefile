@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+WORKDIR ?= workdirs/quickstart
+CONFIG ?= configs/quickstart.py
+
+.PHONY: run test setup data lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# The offline default dataset: Fashion-MNIST from Debian's package when nothing else is configured.
+data:
+	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
+	  echo "Fashion-MNIST found in $(FMNIST_DIR)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) && \
+	  echo "Installed Debian package dataset-fashion-mnist"; \
+	else \
+	  echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or put the" \
+	       "four official IDX .gz files in a folder and pass --config.data.data_dir=FOLDER, or prepare TFDS" \
+	       "'fashion_mnist' (pip install -e '.[tf]')."; \
+	fi
+
+run: setup data
+	$(PY) -m gns_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) --mode=quickstart
+
+test: setup data
+	$(PY) -m pytest -q -x tests
+
+lint: setup
+	$(VENV)/bin/ruff check gns_jax tests benchmarks examples
+
+bench: setup data
+	$(PY) benchmarks/run.py --quick
+
+clean:
+	rm -rf $(VENV) workdirs .pytest_cache
