@@ -1,0 +1,67 @@
+"""Command line: ``python -m gns_jax.main --config=configs/<name>.py --workdir=DIR --mode=MODE``.
+
+Overrides use ml_collections syntax (``--config.steps=400``); an unknown field is an error that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from gns_jax.config import ConfigError, config_to_dict, validate_config
+
+MODES = ("train_target", "describe_graph")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for results, checkpoints and logs.")
+_MODE = flags.DEFINE_enum("mode", "train_target", MODES, "What to run.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def write_json(path: str, payload: dict) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def run(mode: str, config, workdir: str) -> dict:
+    """Run one mode; returns what it wrote to ``workdir/results.json`` (or ``graph.json``)."""
+    validate_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, "config.json"), config_to_dict(config))
+    if mode == "train_target":
+        from gns_jax.targets.build import build_task
+        from gns_jax.targets.run import train_with_schedule
+
+        results = train_with_schedule(build_task(config), config)
+        results["config"] = config_to_dict(config)
+        write_json(os.path.join(workdir, "results.json"), results)
+        logging.info("test %s = %.4f (val %.4f) after %d steps in %.1f s", results["metric_name"],
+                     results["test_metric"], results["val_metric"], results["steps"], results["wall_seconds"])
+        return results
+    if mode == "describe_graph":
+        from gns_jax.graph_cli import describe_config_graph
+
+        return describe_config_graph(config, workdir)
+    raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        run(_MODE.value, _CONFIG.value, _WORKDIR.value)
+    except (ConfigError, OSError, RuntimeError, ValueError) as e:
+        # Bad input: one line, no traceback (set --verbosity=1 for the traceback in the log).
+        logging.debug("error", exc_info=True)
+        print(f"gns_jax: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,72 @@
+"""Build a ``Task`` (target network + data + optimizer) from an experiment config."""
+
+from __future__ import annotations
+
+
+import ml_collections
+
+from gns_jax.config import ConfigError
+from gns_jax.targets.mlp import MLP
+from gns_jax.targets.resnet import ResNet
+from gns_jax.targets.task import Task, as_numpy_batch, make_optimizer
+from gns_jax.targets.vgg import VGG
+
+IMAGE_DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100")
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+    m = config.model
+    if m.name == "mlp":
+        return MLP(hidden=tuple(m.hidden), num_classes=num_classes, width=m.width)
+    if m.name == "resnet":
+        return ResNet(depth=m.depth, num_classes=num_classes, width=m.width)
+    if m.name == "vgg":
+        return VGG(num_classes=num_classes, width=m.width)
+    raise ConfigError(f"unknown config.model.name {m.name!r} for image data; choose mlp, resnet or vgg")
+
+
+def build_optimizer(config: ml_collections.ConfigDict):
+    o = config.optimizer
+    return make_optimizer(o.name, o.learning_rate, weight_decay=o.weight_decay, momentum=o.momentum)
+
+
+def image_input_fn(name: str):
+    """Normalization (and CIFAR augmentation when training) on device, inside the jitted step."""
+    from gns_jax.data.augment import augment_for, normalize, random_crop_flip
+
+    def input_fn(key, batch, train):
+        images = batch["image"]
+        if train and augment_for(name):
+            images = random_crop_flip(key, images)
+        return {"x": normalize(images, name)}
+
+    return input_fn
+
+
+def load_image_task(config: ml_collections.ConfigDict) -> Task:
+    from gns_jax.data import load_image_dataset
+
+    d = config.data
+    splits = load_image_dataset(d.name, source=d.source, data_dir=d.data_dir or None,
+                                tfds_data_dir=d.tfds_data_dir or None, cache_dir=d.cache_dir or None,
+                                val_size=d.val_size, split_seed=d.split_seed, train_limit=d.train_limit or None)
+    data = {"train": as_numpy_batch(splits.train_images, splits.train_labels),
+            "val": as_numpy_batch(splits.val_images, splits.val_labels),
+            "test": as_numpy_batch(splits.test_images, splits.test_labels)}
+    return Task(model=build_model(config, splits.num_classes), data=data, batch_size=config.batch_size,
+                optimizer=build_optimizer(config), input_fn=image_input_fn(d.name),
+                eval_batch_size=config.eval_batch_size)
+
+
+def build_task(config: ml_collections.ConfigDict) -> Task:
+    """The target task a config describes (image classification or a GLUE task)."""
+    name = config.data.name
+    if name in IMAGE_DATASETS:
+        return load_image_task(config)
+    if name.startswith("glue/"):
+        from gns_jax.targets.glue_task import load_glue_task
+
+        return load_glue_task(config)
+    raise ConfigError(f"unknown config.data.name {name!r}; choose one of {IMAGE_DATASETS} or glue/<task>")
+
+

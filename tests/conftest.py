@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny datasets written in their official file layouts."""
+
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_GLUE = os.path.join(os.path.dirname(REPO), "shared", "data", "glue")
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def write_idx(path: str, array: np.ndarray) -> None:
+    """An IDX file (the MNIST/Fashion-MNIST format): magic 0x0000080<ndim>, big-endian dims, uint8 data."""
+    header = struct.pack(">I", 0x800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def make_fashion_mnist_dir(root: str, num_train: int = 600, num_test: int = 200, seed: int = 0) -> str:
+    """Learnable tiny Fashion-MNIST: each class is a fixed random pattern plus noise."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.integers(0, 256, size=(10, 28, 28))
+
+    def sample(n):
+        labels = rng.integers(0, 10, size=n)
+        noise = rng.normal(0, 40, size=(n, 28, 28))
+        return np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8), labels.astype(np.uint8)
+
+    os.makedirs(root, exist_ok=True)
+    for prefix, n in (("train", num_train), ("t10k", num_test)):
+        images, labels = sample(n)
+        write_idx(os.path.join(root, f"{prefix}-images-idx3-ubyte.gz"), images)
+        write_idx(os.path.join(root, f"{prefix}-labels-idx1-ubyte.gz"), labels)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_fashion_mnist(tmp_path_factory) -> str:
+    return make_fashion_mnist_dir(str(tmp_path_factory.mktemp("fashion_mnist")))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("cache"))
