@@ -1,0 +1,67 @@
+"""Orbax checkpoints of agent training: array state plus a JSON history, one directory per episode.
+
+A checkpoint that cannot be read raises ``CheckpointError`` with the path and the reason; nothing is deleted, so
+the user can move it away and resume from the previous one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt or does not match the run that restores it."""
+
+
+def _manager(directory: str, max_to_keep: int | None = 3) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def latest_step(directory: str) -> int | None:
+    """The newest complete checkpoint step in ``directory`` (None when there is none)."""
+    if not os.path.isdir(directory):
+        return None
+    with _manager(directory) as manager:
+        return manager.latest_step()
+
+
+def save(directory: str, step: int, state: Any, history: dict, max_to_keep: int | None = 3) -> str:
+    """Save ``state`` (a pytree of arrays; PRNG keys as ``jax.random.key_data``) and ``history`` (JSON)."""
+    with _manager(directory, max_to_keep) as manager:
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                   history=ocp.args.JsonSave(history)))
+        manager.wait_until_finished()
+    return os.path.join(os.path.abspath(directory), str(step))
+
+
+def restore(directory: str, like: Any, step: int | None = None) -> tuple[Any, dict, int]:
+    """Restore the state (shaped like ``like``), the history and the step; ``step=None`` takes the newest."""
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"no checkpoint directory at {directory}")
+    with _manager(directory) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no complete checkpoint in {directory}")
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                                    history=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many types for unreadable files
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"cannot restore checkpoint {os.path.join(directory, str(step))}: "
+                                  f"{first_line[:300]}") from e
+    return restored["state"], dict(restored["history"]), step
+
+
+def split_checkpoint_path(path: str) -> tuple[str, int | None]:
+    """``.../checkpoints/7`` -> (``.../checkpoints``, 7); ``.../checkpoints`` -> (that, None = newest)."""
+    path = os.path.abspath(path.rstrip("/"))
+    base = os.path.basename(path)
+    if base.isdigit() and os.path.isdir(path):
+        return os.path.dirname(path), int(base)
+    return path, None
