@@ -23,6 +23,12 @@ _MODE = flags.DEFINE_enum("mode", "train_target", MODES, "What to run.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (absl and ml_collections wrap theirs in quotes and newlines)."""
+    text = str(error).replace("\\n", " ").replace("\\'", "'").strip("'\"")
+    return " ".join(text.split())
+
+
 def write_json(path: str, payload: dict) -> None:
     with open(path + ".tmp", "w") as f:
         json.dump(payload, f, indent=2)
@@ -59,9 +65,18 @@ def main(argv):
     except (ConfigError, OSError, RuntimeError, ValueError) as e:
         # Bad input: one line, no traceback (set --verbosity=1 for the traceback in the log).
         logging.debug("error", exc_info=True)
-        print(f"gns_jax: error: {e}", file=sys.stderr)
+        print(f"gns_jax: error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse_flags(argv):
+    """absl flag parsing, but a bad ``--config.<field>`` override is one line, not a traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+        print(f"gns_jax: error: bad command line: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
