@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import DEBIAN_FASHION_MNIST, REPO
+
 from gns_jax import main as cli
 from gns_jax.config import ConfigError, base_config
 

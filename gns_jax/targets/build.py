@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import ml_collections
 
 from gns_jax.config import ConfigError
