@@ -58,6 +58,36 @@ def restore(directory: str, like: Any, step: int | None = None) -> tuple[Any, di
     return restored["state"], dict(restored["history"]), step
 
 
+def restore_subtree(directory: str, keys: tuple[str, ...], like: Any, step: int | None = None) -> Any:
+    """Restore one subtree (e.g. ``("ppo", "params")``) of a saved state, checked against ``like``'s structure.
+
+    Used to start an agent from another run's checkpoint (transfer, §5.4), whose optimizer states are not wanted.
+    """
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"no checkpoint directory at {directory}")
+    with _manager(directory) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no complete checkpoint in {directory}")
+        try:
+            raw = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+        except Exception as e:
+            raise CheckpointError(f"cannot read checkpoint {os.path.join(directory, str(step))}: "
+                                  f"{type(e).__name__}") from e
+    for key in keys:
+        if not isinstance(raw, dict) or key not in raw:
+            raise CheckpointError(f"checkpoint {directory}/{step} has no entry {'/'.join(keys)}")
+        raw = raw[key]
+    want, got = jax.tree.structure(like), jax.tree.structure(raw)
+    if want != got:
+        raise CheckpointError(f"checkpoint {directory}/{step}: {'/'.join(keys)} does not match this run's agent "
+                              "(different encoder or head settings?)")
+    for a, b in zip(jax.tree.leaves(like), jax.tree.leaves(raw), strict=True):
+        if a.shape != b.shape:
+            raise CheckpointError(f"checkpoint {directory}/{step}: a parameter has shape {b.shape}, expected {a.shape}")
+    return raw
+
+
 def split_checkpoint_path(path: str) -> tuple[str, int | None]:
     """``.../checkpoints/7`` -> (``.../checkpoints``, 7); ``.../checkpoints`` -> (that, None = newest)."""
     path = os.path.abspath(path.rstrip("/"))

@@ -56,7 +56,43 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.eta1 = 0.0  # T_warm = eta1 * T
     c.optimizer.eta2 = 1.0  # T_decay = eta2 * T
     c.optimizer.power = 1.0  # p of the polynomial schedule
+
+    c.agent = agent_config()
+    c.agent_checkpoint = ""  # apply: a checkpoint written by train_agent (its results.json names it)
     return c
+
+
+def agent_config() -> ml_collections.ConfigDict:
+    """The scheduler agent: encoder, heads, PPO (App. D) and the environment's priors."""
+    a = ml_collections.ConfigDict()
+    a.episodes = 30  # agent-training episodes (§5.1: 30 for the image tasks)
+    a.num_envs = 1  # environments run side by side with vmap (one PPO update on all of them)
+    a.validation_prob = 0.2  # p: chance that a decision point is validated (Eq. 3)
+    a.prior_lr_min = 1e-4  # D_alpha: the initial learning rate is log-uniform on [prior_lr_min, prior_lr_max]
+    a.prior_lr_max = 1e-2
+    a.lr_min = 1e-6  # the learning rate is clipped to [lr_min, lr_max] after every action
+    a.lr_max = 1.0
+    a.divergence_penalty = -1.0  # reward of an action after which the loss or the weights stop being finite
+    a.encoder = "gcn"  # gcn | gat | css (Table 4) | srls (final-layer state)
+    a.encoder_hidden = 64  # node-embedding width (§4.1: 64)
+    a.encoder_layers = 2  # GCN layers (§4.1: 2)
+    a.head_hidden = 32  # hidden width of m_f and m_s (Eq. 4)
+    a.action_scale = 0.1  # mu = action_scale * tanh(m_f(h)) (Eq. 4)
+    a.sigma = 0.05  # fixed standard deviation of the action distribution (Eq. 4)
+    a.gamma = 0.99  # GAE discount (App. D)
+    a.gae_lambda = 0.95  # GAE lambda (App. D)
+    a.clip_eps = 0.2  # PPO clip (Eq. 6)
+    a.ent_coef = 0.01  # entropy bonus (App. D)
+    a.vf_coef = 0.5  # weight of the value loss
+    a.actor_lr = 1e-3  # Adam, actor and encoder (App. D)
+    a.critic_lr = 5e-3  # Adam, critic (App. D)
+    a.ppo_epochs = 4  # passes over the episode's transitions per update
+    a.num_minibatches = 1
+    a.max_grad_norm = 0.5
+    a.init_checkpoint = ""  # start from this agent checkpoint (transfer, §5.4)
+    a.deploy_candidates = 5  # apply: initial learning rates tried (§4.3)
+    a.deploy_pre_decisions = 2  # apply: decision intervals run before V(s) picks the initial LR (T_pre / K)
+    return a
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from ml_collections import config_flags
 
 from gns_jax.config import ConfigError, config_to_dict, validate_config
 
-MODES = ("train_target", "describe_graph")
+MODES = ("train_target", "describe_graph", "train_agent", "apply", "quickstart")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                           lock_config=True)
@@ -51,10 +51,27 @@ def run(mode: str, config, workdir: str) -> dict:
                      results["test_metric"], results["val_metric"], results["steps"], results["wall_seconds"])
         return results
     if mode == "describe_graph":
-        from gns_jax.graph_cli import describe_config_graph
-
         return describe_config_graph(config, workdir)
+    if mode in ("train_agent", "apply", "quickstart"):
+        from gns_jax import workflows
+
+        return workflows.MODES[mode](config, workdir)
     raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
+
+
+def describe_config_graph(config, workdir: str) -> dict:
+    """``describe_graph``: the graph the scheduler sees for this config's target (no data needed)."""
+    import jax
+
+    from gns_jax.graph import build_graph_structure, describe_graph
+    from gns_jax.targets.build import build_model, input_shape
+
+    model = build_model(config, num_classes=10)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), **input_shape(config)))
+    summary = describe_graph(build_graph_structure(config.model.name, variables["params"]), workdir)
+    logging.info("%s: %d nodes, %d edges, %d blocks -> %s", config.model.name, summary["num_nodes"],
+                 summary["num_edges"], summary["num_blocks"], os.path.join(workdir, "graph.json"))
+    return summary
 
 
 def main(argv):

@@ -24,6 +24,17 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
     raise ConfigError(f"unknown config.model.name {m.name!r} for image data; choose mlp, resnet or vgg")
 
 
+def input_shape(config: ml_collections.ConfigDict) -> dict:
+    """Example model inputs (shapes only) for tracing a config's model without loading its data."""
+    import jax.numpy as jnp
+
+    if config.data.name.startswith("glue/"):
+        ids = jnp.zeros((1, config.data.max_length), jnp.int32)
+        return {"input_ids": ids, "attention_mask": ids + 1, "token_type_ids": ids}
+    side, channels = (28, 1) if config.data.name in ("fashion_mnist", "mnist") else (32, 3)
+    return {"x": jnp.zeros((1, side, side, channels), jnp.float32)}
+
+
 def build_optimizer(config: ml_collections.ConfigDict):
     o = config.optimizer
     return make_optimizer(o.name, o.learning_rate, weight_decay=o.weight_decay, momentum=o.momentum)

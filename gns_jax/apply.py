@@ -1,0 +1,127 @@
+"""Using a trained scheduler (§4.3): pick the initial learning rate by V(s), then follow the policy's mean action.
+
+``deploy`` samples ``deploy_candidates`` initial learning rates (log-spaced over the prior D_alpha), runs each for
+T_pre = ``deploy_pre_decisions`` * K steps under the deterministic policy (all candidates in one vmapped program,
+from the same initial weights), keeps the candidate whose state has the largest critic value V(s_{T_pre}), and
+trains it to T with a = mu (Eq. 4, no exploration noise). Validation runs only at the end.
+
+``LearnedScheduler`` is the same policy as a drop-in for a hand-written optax loop: given the params, the last
+gradients, the mean loss since the last call and the current learning rate, it returns the next learning rate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gns_jax.agent import Agent
+from gns_jax.policy import lr_update
+from gns_jax.targets.task import Task
+
+PyTree = Any
+
+
+def candidate_lrs(low: float, high: float, num: int) -> np.ndarray:
+    """Initial learning rates tried at deployment: log-spaced over the prior's range."""
+    return np.geomspace(low, high, num).astype(np.float32) if num > 1 else np.asarray([np.sqrt(low * high)],
+                                                                                       np.float32)
+
+
+def select_initial_lr(values: jnp.ndarray) -> int:
+    """Index of the candidate with the largest value V(s_{T_pre}) (ties: the first); NaN values never win."""
+    values = np.where(np.isfinite(np.asarray(values)), np.asarray(values), -np.inf)
+    return int(np.argmax(values))
+
+
+def deploy(agent: Agent, agent_params: PyTree, config: ml_collections.ConfigDict,
+           value_fn: Callable[[PyTree], jnp.ndarray] | None = None, progress=None) -> dict:
+    """§4.3 deployment; ``value_fn(obs_batch) -> values`` defaults to the agent's critic (tests pass a stub)."""
+    start = time.time()
+    a = config.agent
+    task = agent.task
+    data = (task.device_data["train"], task.device_data["val"])
+    num_decisions = agent.env.config.num_decisions
+    pre = int(min(max(1, a.deploy_pre_decisions), num_decisions - 1))
+    lrs = candidate_lrs(a.prior_lr_min, a.prior_lr_max, int(a.deploy_candidates))
+    key = jax.random.key(config.seed)
+    # The same target initialization for every candidate: only the initial learning rate differs.
+    reset_keys = jnp.broadcast_to(jax.random.key_data(jax.random.fold_in(key, 0)), (len(lrs), 2))
+    obs, env_state, reset_info = agent.reset(jax.random.wrap_key_data(reset_keys), *data, jnp.asarray(lrs))
+    trajectories = [[float(x)] for x in lrs]
+    no = jnp.asarray(False)
+    dummy_keys = jax.random.split(key, len(lrs))
+    for _ in range(pre - 1):
+        obs, env_state, info, _ = agent.decision_step(agent_params, dummy_keys, env_state, obs, no, data, True)
+        for traj, lr in zip(trajectories, np.asarray(info.learning_rate), strict=True):
+            traj.append(float(lr))
+    values = agent.values(agent_params, obs) if value_fn is None else value_fn(obs)
+    best = select_initial_lr(values)
+    take = lambda tree: jax.tree.map(lambda x: x[best:best + 1], tree)
+    obs, env_state = take(obs), take(env_state)
+    lr_trajectory = trajectories[best]
+    for _ in range(pre - 1, num_decisions - 1):
+        obs, env_state, info, _ = agent.decision_step(agent_params, dummy_keys[:1], env_state, obs, no, data, True)
+        lr_trajectory.append(float(info.learning_rate[0]))
+        if progress is not None:
+            progress.update(1)
+    val = float(agent.evaluate(env_state, task.device_data["val"])[0])
+    test = float(agent.evaluate(env_state, task.device_data["test"])[0])
+    return {
+        "test_metric": test,
+        "val_metric": val,
+        "metric_name": task.metric_name,
+        "initial_lr": float(lrs[best]),
+        "candidate_lrs": [float(x) for x in lrs],
+        "candidate_values": [float(v) for v in np.asarray(values)],
+        "lr_trajectory": lr_trajectory,
+        "diverged": bool(np.asarray(env_state.diverged)[0]),
+        "steps": int(np.asarray(env_state.target.step)[0]),
+        "wall_seconds": time.time() - start,
+        "reset_metric": [float(x) for x in np.asarray(reset_info.metric)],
+    }
+
+
+class LearnedScheduler:
+    """A trained GNS policy as a learning-rate function for your own optax loop.
+
+    Example (``params``/``grads`` of the same architecture the agent was built for)::
+
+        scheduler = LearnedScheduler.from_checkpoint(config, checkpoint_path)
+        lr = 1e-3
+        for k_steps in range(num_decisions):
+            ...  # K optimizer steps with opt_state.hyperparams["learning_rate"] = lr; keep the last grads, mean loss
+            lr = scheduler(params, grads, mean_loss, lr)
+
+    The call is one jitted program: node features (§4.1), the encoder, mu = 0.1 tanh(m_f(h)) and
+    alpha (1 + mu) clipped to the agent's [lr_min, lr_max] (Eq. 4).
+    """
+
+    def __init__(self, agent: Agent, agent_params: PyTree):
+        self.agent = agent
+        self.params = agent_params
+        cfg = agent.env.config
+        self._next_lr = jax.jit(lambda p, params, grads, loss, lr: lr_update(
+            lr, agent.apply(p, agent.observe(params, grads, lr, loss))[0].mode(), cfg.lr_min, cfg.lr_max))
+        self._value = jax.jit(lambda p, params, grads, loss, lr: agent.apply(p, agent.observe(params, grads, lr,
+                                                                                                 loss))[1])
+
+    @classmethod
+    def from_checkpoint(cls, config: ml_collections.ConfigDict, path: str, task: Task | None = None):
+        from gns_jax.targets.build import build_task
+        from gns_jax.train import load_agent_params
+
+        agent = Agent(task or build_task(config), config)
+        return cls(agent, load_agent_params(path, agent.init_params(jax.random.key(0))))
+
+    def __call__(self, params: PyTree, grads: PyTree, mean_loss, learning_rate) -> jnp.ndarray:
+        return self._next_lr(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate))
+
+    def value(self, params: PyTree, grads: PyTree, mean_loss, learning_rate) -> jnp.ndarray:
+        """The critic's V(s): how promising the current training state looks to the agent."""
+        return self._value(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate))

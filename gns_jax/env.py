@@ -1,0 +1,188 @@
+"""The learning-rate control environment (§3.2, Algorithm 1) and its rewards (Eq. 2-3).
+
+An episode is one training run of the target network, T optimizer steps long, cut into N = T // K decision
+points. ``reset`` samples the initial learning rate alpha_1 from the prior D_alpha (log-uniform on
+[prior_lr_min, prior_lr_max]), initializes the target and runs the first K steps at alpha_1, so that the first
+observation already carries gradients and a training loss (decision point 0). ``step`` applies an action a_t:
+alpha <- clip(alpha (1 + a_t)) (Eq. 4), runs the next K steps in one ``lax.scan`` and observes decision point t+1.
+So an episode holds N - 1 actions.
+
+Validation (Eq. 2-3). The validation metric P is computed at a decision point only with probability p; the caller
+passes that coin (``validate``) so that a batch of vmapped environments shares it and ``lax.cond`` stays a real
+branch. Point 0 and the last point are always validated, so every action lies between two validated points.
+Between validated points t1 < t2 the improvement is spread evenly (Eq. 3):
+
+    r_t = (P_{t2} - P_{t1}) / (t2 - t1)        for every action t with t1 <= t < t2.
+
+Divergence. When a loss or a parameter stops being finite during the K steps of action d, the episode ends:
+point d+1 counts as validated with the last validated metric (so the actions since then get 0 from Eq. 3), action
+d receives ``divergence_penalty`` on top, later actions are invalid (masked out of PPO), and training of the
+agent goes on with the next episode. Observations of a diverged target are zeroed so no NaN reaches the agent.
+
+Everything here is a pure function of explicit state, so ``jax.vmap`` over keys gives a batch of environments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from gns_jax.policy import lr_update
+from gns_jax.targets.task import Batch, StepStats, TargetState, Task, get_learning_rate, set_learning_rate
+
+PyTree = Any
+ObserveFn = Callable[[PyTree, PyTree, jnp.ndarray, jnp.ndarray], PyTree]  # (params, grads, lr, loss) -> obs
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Static settings of the environment (hashable: the jitted functions close over them)."""
+
+    decision_interval: int  # K
+    num_decisions: int  # N = T // K decision points per episode
+    lr_min: float = 1e-6  # clip range of alpha after every action
+    lr_max: float = 1.0
+    prior_lr_min: float = 1e-4  # D_alpha: log-uniform prior of the initial learning rate
+    prior_lr_max: float = 1e-2
+    divergence_penalty: float = -1.0
+    validation_prob: float = 0.2  # p of Eq. 3
+
+    def __post_init__(self):
+        if self.num_decisions < 2:
+            raise ValueError(f"an episode needs at least 2 decision points (T >= 2K), got {self.num_decisions}")
+        if not 0 < self.prior_lr_min <= self.prior_lr_max:
+            raise ValueError(f"bad initial-LR prior [{self.prior_lr_min}, {self.prior_lr_max}]")
+        if not 0.0 <= self.validation_prob <= 1.0:
+            raise ValueError(f"validation_prob must be in [0, 1], got {self.validation_prob}")
+
+
+@struct.dataclass
+class EnvState:
+    target: TargetState
+    t: jnp.ndarray  # index of the current decision point (0 after reset)
+    done: jnp.ndarray  # the episode has ended (last point reached, or diverged)
+    diverged: jnp.ndarray
+    last_metric: jnp.ndarray  # the most recent validation metric (carried forward on divergence)
+
+
+@struct.dataclass
+class StepInfo:
+    """What one decision step reports (per-decision scalars for logs and for Eq. 3)."""
+
+    learning_rate: jnp.ndarray  # alpha used for the K steps just taken
+    mean_loss: jnp.ndarray  # mean training loss of those K steps
+    metric: jnp.ndarray  # validation metric at the new point, NaN when not validated
+    validated: jnp.ndarray  # whether the new point counts as validated for Eq. 3
+    diverged: jnp.ndarray  # this step diverged
+    done: jnp.ndarray  # the episode ended at this step
+
+
+def sample_initial_lr(key: jnp.ndarray, low: float, high: float) -> jnp.ndarray:
+    """alpha_1 ~ D_alpha, log-uniform on [low, high]."""
+    return jnp.exp(jax.random.uniform(key, (), minval=jnp.log(low), maxval=jnp.log(high)))
+
+
+def validation_coins(key: jnp.ndarray, num_decisions: int, prob: float) -> jnp.ndarray:
+    """Which decision points are validated: Bernoulli(p), with the first and the last always on."""
+    coins = jax.random.bernoulli(key, prob, (num_decisions,))
+    return coins.at[0].set(True).at[-1].set(True)
+
+
+class LREnvironment:
+    """Pure reset/step functions over one target task; ``jax.vmap`` them for a batch of environments."""
+
+    def __init__(self, task: Task, observe: ObserveFn, config: EnvConfig):
+        self.task = task
+        self.observe = observe
+        self.config = config
+
+    def _observe(self, target: TargetState, mean_loss, ok) -> PyTree:
+        obs = self.observe(target.params, target.grads, get_learning_rate(target.opt_state), mean_loss)
+        return jax.tree.map(lambda x: jnp.where(ok, jnp.nan_to_num(x), jnp.zeros_like(x)), obs)
+
+    def _validate(self, target: TargetState, data: Batch, validate) -> jnp.ndarray:
+        return jax.lax.cond(validate, lambda: self.task.evaluate_split(target, data)["metric"].astype(jnp.float32),
+                            lambda: jnp.asarray(jnp.nan, jnp.float32))
+
+    def reset(self, key: jnp.ndarray, train_data: Batch, val_data: Batch,
+              initial_lr: jnp.ndarray | None = None) -> tuple[PyTree, EnvState, StepInfo]:
+        """Sample alpha_1 (unless given), initialize the target and run the first K steps at alpha_1."""
+        lr_key, init_key = jax.random.split(key)
+        cfg = self.config
+        lr = sample_initial_lr(lr_key, cfg.prior_lr_min, cfg.prior_lr_max) if initial_lr is None else initial_lr
+        target = self.task.init_state(init_key, lr)
+        target, stats = self.task.train_scan(target, train_data, cfg.decision_interval)
+        ok = stats.finite
+        metric = self._validate(target, val_data, ok)
+        state = EnvState(target=target, t=jnp.zeros((), jnp.int32), done=~ok, diverged=~ok,
+                         last_metric=jnp.where(ok, metric, 0.0))
+        info = StepInfo(learning_rate=jnp.asarray(lr, jnp.float32), mean_loss=stats.mean_loss, metric=metric,
+                        validated=jnp.asarray(True), diverged=~ok, done=~ok)
+        return self._observe(target, stats.mean_loss, ok), state, info
+
+    def step(self, state: EnvState, action: jnp.ndarray, validate: jnp.ndarray, train_data: Batch,
+             val_data: Batch) -> tuple[PyTree, EnvState, StepInfo]:
+        """Apply alpha <- clip(alpha (1 + a)) (Eq. 4), run K steps, observe; validate when asked or at the end."""
+        cfg = self.config
+        lr = lr_update(get_learning_rate(state.target.opt_state), action, cfg.lr_min, cfg.lr_max)
+        target = state.target.replace(opt_state=set_learning_rate(state.target.opt_state, lr))
+
+        def train(target):
+            return self.task.train_scan(target, train_data, cfg.decision_interval)
+
+        def skip(target):  # the episode already ended: keep the state, report nothing
+            nan = jnp.asarray(jnp.nan, jnp.float32)
+            return target, StepStats(mean_loss=nan, last_loss=nan, finite=jnp.asarray(False))
+
+        target, stats = jax.lax.cond(state.done, skip, train, target)
+        t = state.t + 1
+        diverged = ~state.done & ~stats.finite
+        last_point = t >= cfg.num_decisions - 1
+        validated = ~state.done & (diverged | validate | last_point)
+        metric = self._validate(target, val_data, validated & ~diverged)
+        metric = jnp.where(diverged, state.last_metric, metric)
+        new_state = EnvState(target=target, t=t, done=state.done | diverged | last_point,
+                             diverged=state.diverged | diverged,
+                             last_metric=jnp.where(validated, metric, state.last_metric))
+        info = StepInfo(learning_rate=lr, mean_loss=stats.mean_loss, metric=jnp.where(validated, metric, jnp.nan),
+                        validated=validated, diverged=diverged, done=new_state.done & ~state.done)
+        return self._observe(target, stats.mean_loss, ~new_state.diverged), new_state, info
+
+
+def spread_rewards(metrics: jnp.ndarray, validated: jnp.ndarray) -> jnp.ndarray:
+    """Eq. 3: per-action rewards from the metrics of validated decision points.
+
+    Args:
+      metrics: [N] validation metric at each decision point (ignored where not validated).
+      validated: [N] bool; point 0 must be validated.
+    Returns:
+      [N - 1] rewards; action t (from point t to t+1) gets (P_{t2} - P_{t1}) / (t2 - t1) with t1 the last validated
+      point <= t and t2 the first validated point > t (0 when there is none).
+    """
+    n = metrics.shape[0]
+    idx = jnp.arange(n)
+    prev_valid = jax.lax.cummax(jnp.where(validated, idx, 0), axis=0)[:-1]
+    next_valid = jax.lax.cummin(jnp.where(validated, idx, n), axis=0, reverse=True)[1:]
+    has_next = next_valid < n
+    t2 = jnp.minimum(next_valid, n - 1)
+    p = jnp.where(validated, metrics, 0.0)
+    return jnp.where(has_next, (p[t2] - p[prev_valid]) / jnp.maximum(t2 - prev_valid, 1), 0.0)
+
+
+def episode_rewards(infos: StepInfo, reset_info: StepInfo, penalty: float) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Rewards and validity masks of the N - 1 actions of one episode (Eq. 3 plus the divergence penalty).
+
+    ``infos`` holds the stacked StepInfo of the actions (leading axis N - 1); ``reset_info`` that of point 0.
+    """
+    metrics = jnp.concatenate([reset_info.metric[None], infos.metric])
+    validated = jnp.concatenate([jnp.ones((1,), bool), infos.validated])
+    rewards = spread_rewards(metrics, validated) + jnp.where(infos.diverged, penalty, 0.0)
+    # An action is valid if the episode had not ended before it (the diverging action itself is valid).
+    ended = jnp.concatenate([reset_info.done[None], infos.done[:-1]])
+    valid = ~jax.lax.cummax(ended.astype(jnp.int32), axis=0).astype(bool)
+    return jnp.where(valid, rewards, 0.0), valid

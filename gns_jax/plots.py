@@ -1,0 +1,43 @@
+"""Figure-3-style plots of learning-rate trajectories (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_lr_trajectories(trajectories: Mapping[str, Sequence[float]], decision_interval: int, path: str,
+                         title: str = "Learning rate", highlight: Sequence[str] = ()) -> str:
+    """One line per trajectory: learning rate (log scale) against optimizer steps; ``highlight`` drawn bold.
+
+    Many trajectories (e.g. 30 episodes) are drawn thin and coloured from early (light) to late (dark).
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = [n for n in trajectories if n not in highlight]
+    cmap = plt.get_cmap("viridis")
+    for i, name in enumerate(names):
+        lrs = trajectories[name]
+        steps = [j * decision_interval for j in range(len(lrs))]
+        color = cmap(0.15 + 0.7 * i / max(1, len(names) - 1))
+        ax.step(steps, lrs, where="post", lw=1.0, alpha=0.8, color=color, label=name if len(names) <= 10 else None)
+    for name in highlight:
+        lrs = trajectories[name]
+        ax.step([j * decision_interval for j in range(len(lrs))], lrs, where="post", lw=2.5, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("learning rate")
+    ax.set_title(title)
+    if len(names) > 10:
+        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(1, len(names)))
+        fig.colorbar(sm, ax=ax, label="episode")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
