@@ -10,6 +10,7 @@ policy on the current observation, alpha <- alpha (1 + a), K optimizer steps, no
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 import jax
@@ -17,11 +18,12 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
+from gns_jax.config import config_to_dict
 from gns_jax.env import EnvConfig, EnvState, LREnvironment, StepInfo
 from gns_jax.gcn import make_encoder
 from gns_jax.graph import build_graph_structure, node_features
 from gns_jax.policy import ActorCritic, select_action
-from gns_jax.ppo import PPOConfig
+from gns_jax.ppo import PPOConfig, PPOState, Transition, ppo_update
 from gns_jax.targets.task import Batch, Task
 
 PyTree = Any
@@ -67,6 +69,18 @@ class Agent:
             action_scale=a.action_scale, sigma=a.sigma, hidden=a.head_hidden)
         self.env = LREnvironment(task, self.observe, env_config(config))
         self.ppo = ppo_config(a)
+        # Agents of the same task and settings share compiled programs (jit keys on this hash).
+        settings = config_to_dict(config)
+        for field in ("episodes", "init_checkpoint", "deploy_candidates", "deploy_pre_decisions"):
+            settings["agent"].pop(field, None)
+        settings.pop("agent_checkpoint", None)
+        self._key = (id(task), json.dumps(settings, sort_keys=True))
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Agent) and self._key == other._key and self.task is other.task
 
     def observe(self, params, grads, lr, loss):
         return node_features(self.structure, params, grads, lr, loss)
@@ -103,6 +117,11 @@ class Agent:
             return next_obs, state, info, ActOutput(obs=o, action=action, value=value, log_prob=log_prob)
 
         return jax.vmap(one_env)(keys, env_state, obs)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def ppo_update(self, key: jnp.ndarray, ppo_state: PPOState, trajectory: Transition):
+        """One PPO update (Eq. 5-6) on a finished episode; episodes end at T, so nothing is bootstrapped."""
+        return ppo_update(key, ppo_state, trajectory, jnp.zeros(trajectory.reward.shape[1:]), self.apply, self.ppo)
 
     @functools.partial(jax.jit, static_argnums=0)
     def values(self, agent_params: PyTree, obs: PyTree) -> jnp.ndarray:

@@ -31,7 +31,7 @@ from gns_jax.agent import Agent
 from gns_jax.env import episode_rewards, validation_coins
 from gns_jax.metric_writers import MetricWriter
 from gns_jax.plots import plot_lr_trajectories
-from gns_jax.ppo import PPOState, Transition, init_ppo_state, ppo_update
+from gns_jax.ppo import PPOState, Transition, init_ppo_state
 from gns_jax.targets.task import Task
 
 PyTree = Any
@@ -129,8 +129,6 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
     if checkpoints.latest_step(ckpt_dir) is not None:
         state, history, step = checkpoints.restore(ckpt_dir, state)
         logging.info("resuming after episode %d from %s", step, ckpt_dir)
-    update = jax.jit(lambda key, s, traj: ppo_update(key, s, traj, jnp.zeros(traj.reward.shape[1:]), agent.apply,
-                                                     agent.ppo))
     base_key = jax.random.wrap_key_data(state.key)
     total = int(config.agent.episodes)
     first = int(state.episode)
@@ -145,7 +143,7 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
             bar.set_description(f"episode {episode + 1}/{total}")
             ep_key = jax.random.fold_in(base_key, episode)
             rollout = run_episode(agent, state.ppo.params, ep_key, config.agent.num_envs, bar)
-            ppo_state, metrics = update(jax.random.fold_in(ep_key, 1), state.ppo, rollout["trajectory"])
+            ppo_state, metrics = agent.ppo_update(jax.random.fold_in(ep_key, 1), state.ppo, rollout["trajectory"])
             state = state.replace(ppo=ppo_state, episode=jnp.asarray(episode + 1, jnp.int32))
             summary = episode_summary(episode, rollout, time.time() - start, agent.env.config.decision_interval)
             summary.update({f"ppo_{k}": float(v) for k, v in metrics.items()})

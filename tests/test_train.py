@@ -1,0 +1,157 @@
+"""Agent training end to end on tiny data: checkpoints, logs, plots, resume, NaN episodes, deployment."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gns_jax import checkpoints, workflows
+from gns_jax.agent import Agent
+from gns_jax.apply import LearnedScheduler, deploy, select_initial_lr
+from gns_jax.config import base_config
+from gns_jax.targets.build import build_task
+from gns_jax.train import load_agent_params, train_agent
+
+
+def tiny_agent_config(data_dir, cache_dir, **agent):
+    config = base_config()
+    config.data.source = "local"
+    config.data.data_dir = data_dir
+    config.data.cache_dir = cache_dir
+    config.data.val_size = 100
+    config.model.hidden = (16, 16)
+    config.steps = 50
+    config.decision_interval = 10  # 5 decision points, 4 actions per episode
+    config.batch_size = 32
+    config.eval_batch_size = 100
+    config.agent.episodes = 2
+    config.agent.encoder_hidden = 8
+    config.agent.head_hidden = 8
+    config.agent.deploy_candidates = 3
+    for k, v in agent.items():
+        config.agent[k] = v
+    return config
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_fashion_mnist, cache_dir):
+    config = tiny_agent_config(tiny_fashion_mnist, cache_dir)
+    return config, build_task(config)
+
+
+def agent_params(workdir, config, task):
+    agent = Agent(task, config)
+    return load_agent_params(os.path.join(workdir, "checkpoints"), agent.init_params(jax.random.key(0)))
+
+
+def test_two_episodes_write_checkpoint_logs_plot_results(setup, tmp_path):
+    config, task = setup
+    results = workflows.train_agent_mode(config, str(tmp_path), task=task)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert len(on_disk["episodes"]) == 2
+    for entry in on_disk["episodes"]:
+        assert {"return", "val_metric", "test_metric"} <= set(entry)
+        assert np.isfinite(entry["test_metric"])
+    assert on_disk["agent_checkpoint"].endswith(os.path.join("checkpoints", "2"))
+    assert checkpoints.latest_step(str(tmp_path / "checkpoints")) == 2
+    assert (tmp_path / "lr_trajectories.png").stat().st_size > 1000
+    csv_lines = (tmp_path / "logs" / "episodes.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and "return" in csv_lines[0]
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "logs"))
+    assert results["episodes"] == on_disk["episodes"]
+
+    # A rerun with more episodes continues from the checkpoint.
+    with config.unlocked():
+        config.agent.episodes = 3
+    try:
+        more = workflows.train_agent_mode(config, str(tmp_path), task=task)
+    finally:
+        with config.unlocked():
+            config.agent.episodes = 2
+    assert [e["episode"] for e in more["episodes"]] == [0, 1, 2]
+    assert more["episodes"][:2] == on_disk["episodes"]
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(setup, tmp_path):
+    config, task = setup
+    train_agent(config, str(tmp_path / "straight"), task=task, progress=False)
+    train_agent(config, str(tmp_path / "resumed"), task=task, stop_after=1, progress=False)
+    assert checkpoints.latest_step(str(tmp_path / "resumed" / "checkpoints")) == 1
+    train_agent(config, str(tmp_path / "resumed"), task=task, progress=False)
+    a = agent_params(str(tmp_path / "straight"), config, task)
+    b = agent_params(str(tmp_path / "resumed"), config, task)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # ...and training changed the agent (the comparison is not vacuous).
+    init = Agent(task, config).init_params(jax.random.fold_in(jax.random.key(config.seed), 10**6))
+    assert any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(init), strict=True))
+
+
+def test_too_high_lr_diverges_with_penalty_and_training_goes_on(tiny_fashion_mnist, cache_dir, tmp_path):
+    # A safe initial LR for the first K steps, then every action is clipped up to 1e30: the first action diverges.
+    config = tiny_agent_config(tiny_fashion_mnist, cache_dir, prior_lr_min=1e-3, prior_lr_max=1e-3, lr_min=1e30,
+                               lr_max=1e31, divergence_penalty=-2.0)
+    config.optimizer.name = "sgd"
+    out = train_agent(config, str(tmp_path), progress=False)
+    episodes = out["results"]["episodes"]
+    assert len(episodes) == 2  # both episodes ran: the NaNs did not stop agent training
+    assert all(e["diverged"] == 1 for e in episodes)
+    # The penalty, plus Eq. 3's zero for the diverging action (its point carries the last metric forward).
+    assert all(e["return"] == pytest.approx(-2.0) for e in episodes)
+    params = jax.tree.leaves(out["state"].ppo.params)
+    assert all(np.all(np.isfinite(np.asarray(p))) for p in params)  # NaNs never reached the agent
+
+
+def test_select_initial_lr_takes_largest_value():
+    assert select_initial_lr(jnp.array([0.1, 0.7, 0.3])) == 1
+    assert select_initial_lr(jnp.array([jnp.nan, -1.0, -2.0])) == 1
+
+
+def test_deploy_keeps_the_candidate_of_largest_value(setup):
+    config, task = setup
+    agent = Agent(task, config)
+    params = agent.init_params(jax.random.key(0))
+    # A stub critic that prefers the candidate whose observation has the largest global LR feature (index 6).
+    stub = lambda obs: obs.nodes[:, 0, 6]
+    result = deploy(agent, params, config, value_fn=stub)
+    assert result["initial_lr"] == pytest.approx(max(result["candidate_lrs"]), rel=1e-5)
+    stub_min = lambda obs: -obs.nodes[:, 0, 6]
+    result = deploy(agent, params, config, value_fn=stub_min)
+    assert result["initial_lr"] == pytest.approx(min(result["candidate_lrs"]), rel=1e-5)
+    assert len(result["lr_trajectory"]) == 5 and result["steps"] == 50
+    assert np.isfinite(result["test_metric"])
+
+
+def test_apply_mode_and_learned_scheduler(setup, tmp_path):
+    config, task = setup
+    trained = workflows.train_agent_mode(config, str(tmp_path / "agent"), task=task)
+    with config.unlocked():
+        config.agent_checkpoint = trained["agent_checkpoint"]
+    try:
+        os.makedirs(tmp_path / "apply")
+        applied = workflows.apply_mode(config, str(tmp_path / "apply"), task=task)
+        on_disk = json.loads((tmp_path / "apply" / "results.json").read_text())
+        for key in ("test_metric", "val_metric", "lr_trajectory", "initial_lr"):
+            assert key in on_disk
+        assert applied["initial_lr"] in applied["candidate_lrs"]
+        assert (tmp_path / "apply" / "deployed_lr.png").exists()
+
+        scheduler = LearnedScheduler.from_checkpoint(config, trained["agent_checkpoint"], task=task)
+        state = task.init(jax.random.key(0), 1e-3)
+        state, stats = task.train_steps(state, 10)
+        new_lr = float(scheduler(state.params, state.grads, stats.mean_loss, 1e-3))
+        assert 1e-3 * 0.9 - 1e-9 <= new_lr <= 1e-3 * 1.1 + 1e-9  # |mu| <= 0.1 (Eq. 4)
+    finally:
+        with config.unlocked():
+            config.agent_checkpoint = ""
+
+
+def test_apply_without_checkpoint_is_a_clear_error(setup, tmp_path):
+    from gns_jax.config import ConfigError
+
+    config, task = setup
+    with pytest.raises(ConfigError, match="agent_checkpoint"):
+        workflows.apply_mode(config, str(tmp_path), task=task)
