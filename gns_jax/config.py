@@ -25,6 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.decision_interval = 500  # K: optimizer steps per decision step of the scheduler (Table 7)
     c.batch_size = 128  # training batch size (Table 7)
     c.eval_batch_size = 1000  # chunk size of the on-device evaluation
+    c.scan_unroll = 1  # unroll of the K-step lax.scan; >= K unrolls it fully, which conv nets need on CPU (small K)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "fashion_mnist"  # fashion_mnist | mnist | cifar10 | cifar100 | glue/<task>

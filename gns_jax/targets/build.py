@@ -65,7 +65,7 @@ def load_image_task(config: ml_collections.ConfigDict) -> Task:
             "test": as_numpy_batch(splits.test_images, splits.test_labels)}
     return Task(model=build_model(config, splits.num_classes), data=data, batch_size=config.batch_size,
                 optimizer=build_optimizer(config), input_fn=image_input_fn(d.name),
-                eval_batch_size=config.eval_batch_size)
+                eval_batch_size=config.eval_batch_size, scan_unroll=config.scan_unroll)
 
 
 def build_task(config: ml_collections.ConfigDict) -> Task:
