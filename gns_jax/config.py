@@ -44,7 +44,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.depth = 18  # ResNet depth (18 or 34)
     c.model.width = 1.0  # width multiplier on every hidden/channel count (tiny widths for tests)
     c.model.hidden = (128, 128)  # MLP hidden widths (the paper's 3-layer MLP)
-    c.model.checkpoint = ""  # transformer: local Hugging Face checkpoint directory
+    c.model.checkpoint = ""  # transformer: local Hugging Face checkpoint directory ('' = offline MiniLM package)
+    c.model.size = "any"  # transformer: 'base' | 'large' checks the checkpoint is RoBERTa of that size; 'any' doesn't
     c.model.dropout = 0.1  # transformer: dropout rate
 
     c.optimizer = ml_collections.ConfigDict()
@@ -67,7 +68,12 @@ def agent_config() -> ml_collections.ConfigDict:
     """The scheduler agent: encoder, heads, PPO (App. D) and the environment's priors."""
     a = ml_collections.ConfigDict()
     a.episodes = 30  # agent-training episodes (§5.1: 30 for the image tasks)
-    a.num_envs = 1  # environments run side by side with vmap (one PPO update on all of them)
+    a.num_envs = 1  # environments per device, run side by side with vmap (one PPO update on all of them)
+    a.num_devices = 1  # local devices the environments are split over with pmap (0 = all); PPO gradients pmean'ed
+    a.truncated_episodes = 0  # cheaper training: the first this many episodes stop early (0 = all run to T)
+    a.truncated_fraction = 0.25  # ...after this fraction of T; PPO bootstraps the cut with V(s)
+    a.val_subsample = 0  # Eq. 3 validation on this many examples, redrawn every episode (0 = the whole split)
+    a.checkpoint_every = 1  # episodes between agent checkpoints (the last episode is always saved)
     a.validation_prob = 0.2  # p: chance that a decision point is validated (Eq. 3)
     a.prior_lr_min = 1e-4  # D_alpha: the initial learning rate is log-uniform on [prior_lr_min, prior_lr_max]
     a.prior_lr_max = 1e-2
@@ -94,6 +100,39 @@ def agent_config() -> ml_collections.ConfigDict:
     a.deploy_candidates = 5  # apply: initial learning rates tried (§4.3)
     a.deploy_pre_decisions = 2  # apply: decision intervals run before V(s) picks the initial LR (T_pre / K)
     return a
+
+
+# Table 8: batch size, T and K of each GLUE task.
+GLUE_SETTINGS = {
+    "cola": (16, 2680, 10), "sst2": (32, 10525, 100), "mrpc": (32, 575, 10), "qqp": (32, 56855, 1000),
+    "stsb": (16, 1800, 10), "mnli": (32, 61360, 1000), "qnli": (32, 16370, 100), "rte": (16, 1560, 10),
+}
+
+
+def glue_config(task: str) -> ml_collections.ConfigDict:
+    """GLUE fine-tuning with the paper's settings (Table 8): AdamW, weight decay 0.1, per-task batch, T and K."""
+    batch, steps, k = GLUE_SETTINGS[task]
+    c = base_config()
+    c.data.name = f"glue/{task}"
+    c.data.max_length = 128
+    c.batch_size = batch
+    c.steps = steps
+    c.decision_interval = k
+    c.eval_batch_size = 256
+    c.model.name = "transformer"
+    c.model.size = "base"  # RoBERTa-base (§5.3); 'large' for RoBERTa-large; 'any' for other checkpoints
+    c.model.dropout = 0.1
+    c.optimizer.name = "adamw"
+    c.optimizer.weight_decay = 0.1  # Table 8
+    c.optimizer.learning_rate = 2e-5  # alpha_max of train_target's schedule (Table 6 space: 1e-5, 2e-5)
+    c.optimizer.schedule = "polynomial"  # linear decay after warmup (p = 1, Eq. 7)
+    c.optimizer.eta1 = 0.06  # warmup fraction
+    c.agent.prior_lr_min = 1e-5  # D_alpha for GLUE (the E.7 search range of alpha_max)
+    c.agent.prior_lr_max = 1e-4
+    c.agent.lr_min = 1e-7
+    c.agent.lr_max = 1e-3
+    c.agent.episodes = 30  # RoBERTa-base (§5.1); 10 when fine-tuning a base agent on large (§5.4)
+    return c
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -109,13 +109,16 @@ class LREnvironment:
         return jax.lax.cond(validate, lambda: self.task.evaluate_split(target, data)["metric"].astype(jnp.float32),
                             lambda: jnp.asarray(jnp.nan, jnp.float32))
 
-    def reset(self, key: jnp.ndarray, train_data: Batch, val_data: Batch,
-              initial_lr: jnp.ndarray | None = None) -> tuple[PyTree, EnvState, StepInfo]:
-        """Sample alpha_1 (unless given), initialize the target and run the first K steps at alpha_1."""
+    def reset(self, key: jnp.ndarray, train_data: Batch, val_data: Batch, initial_lr: jnp.ndarray | None = None,
+              pretrained: PyTree | None = None) -> tuple[PyTree, EnvState, StepInfo]:
+        """Sample alpha_1 (unless given), initialize the target and run the first K steps at alpha_1.
+
+        ``pretrained`` (e.g. a language model checkpoint) replaces the random initialization where it has weights.
+        """
         lr_key, init_key = jax.random.split(key)
         cfg = self.config
         lr = sample_initial_lr(lr_key, cfg.prior_lr_min, cfg.prior_lr_max) if initial_lr is None else initial_lr
-        target = self.task.init_state(init_key, lr)
+        target = self.task.init_state(init_key, lr, pretrained)
         target, stats = self.task.train_scan(target, train_data, cfg.decision_interval)
         ok = stats.finite
         metric = self._validate(target, val_data, ok)

@@ -128,9 +128,12 @@ class Task:
     metric_name: str = "accuracy"
     higher_is_better: bool = True
     scan_unroll: int = 1  # lax.scan unroll; >= K unrolls fully (see train_scan)
+    pretrained: PyTree | None = None  # parameters that replace the random init where present (fine-tuning)
 
     def __post_init__(self):
         self.device_data = {split: jax.tree.map(jnp.asarray, dict(batch)) for split, batch in self.data.items()}
+        if self.pretrained is not None:
+            self.pretrained = jax.tree.map(jnp.asarray, self.pretrained)
         # Data are passed as arguments (never closed over) so they are not baked into programs as constants.
         self._train_scan_jit = jax.jit(self.train_scan, static_argnames="num_steps")
         self._evaluate_jit = jax.jit(self.evaluate_split)
@@ -141,12 +144,16 @@ class Task:
         return int(self.data["train"]["label"].shape[0])
 
     # ---- pure functions -------------------------------------------------------------------------------------
-    def init_state(self, key: jnp.ndarray, learning_rate) -> TargetState:
+    def init_state(self, key: jnp.ndarray, learning_rate, pretrained: PyTree | None = None) -> TargetState:
+        """A fresh target: random init (``key``), overwritten by ``pretrained`` where it has parameters.
+
+        ``pretrained`` is an argument (not closed over) so that large checkpoints are not baked into programs.
+        """
         init_key, step_key, data_key = jax.random.split(key, 3)
         example = jax.tree.map(lambda a: np.asarray(a[:1]), dict(self.data["train"]))  # shapes only
         inputs = self.input_fn(step_key, example, False)
         variables = self.model.init({"params": init_key, "dropout": init_key}, **inputs, train=False)
-        params = variables["params"]
+        params = variables["params"] if pretrained is None else overlay(variables["params"], pretrained)
         opt_state = set_learning_rate(self.optimizer.init(params), learning_rate)
         return TargetState(step=jnp.zeros((), jnp.int32), params=params,
                            batch_stats=variables.get("batch_stats", {}), opt_state=opt_state,
@@ -217,13 +224,28 @@ class Task:
 
     # ---- jitted conveniences on the task's own data ---------------------------------------------------------
     def init(self, key: jnp.ndarray, learning_rate) -> TargetState:
-        return self._init_jit(key, learning_rate)
+        return self._init_jit(key, learning_rate, self.pretrained)
 
     def train_steps(self, state: TargetState, num_steps: int, schedule=None) -> tuple[TargetState, StepStats]:
         return self._train_scan_jit(state, self.device_data["train"], num_steps, schedule)
 
     def evaluate(self, state: TargetState, split: str = "val") -> dict[str, jnp.ndarray]:
         return self._evaluate_jit(state, self.device_data[split])
+
+
+def overlay(params: PyTree, pretrained: PyTree) -> PyTree:
+    """``params`` with every entry that ``pretrained`` has replaced by it (nested dicts; shapes must agree)."""
+    if not isinstance(pretrained, Mapping):
+        if jnp.shape(pretrained) != jnp.shape(params):
+            raise ValueError(f"pretrained parameter of shape {jnp.shape(pretrained)} replaces one of shape "
+                             f"{jnp.shape(params)}")
+        return jnp.asarray(pretrained, jnp.asarray(params).dtype)
+    out = dict(params)
+    for name, value in pretrained.items():
+        if name not in params:
+            raise ValueError(f"pretrained parameter {name!r} does not exist in the model")
+        out[name] = overlay(params[name], value)
+    return out
 
 
 def tree_all_finite(tree: PyTree) -> jnp.ndarray:

