@@ -14,7 +14,7 @@ from ml_collections import config_flags
 
 from gns_jax.config import ConfigError, config_to_dict, validate_config
 
-MODES = ("train_target", "describe_graph", "train_agent", "apply", "quickstart")
+MODES = ("train_target", "describe_graph", "train_agent", "apply", "quickstart", "compare", "report")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                           lock_config=True)
@@ -56,6 +56,14 @@ def run(mode: str, config, workdir: str) -> dict:
         from gns_jax import workflows
 
         return workflows.MODES[mode](config, workdir)
+    if mode == "compare":
+        from gns_jax.compare import compare
+
+        return compare(config, workdir)
+    if mode == "report":
+        from gns_jax.report import report
+
+        return report(config, workdir)
     raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
 
 

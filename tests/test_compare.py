@@ -1,0 +1,248 @@
+"""The comparison harness: every method runs, selection is on validation, CMA-ES is seeded, compare resumes, report."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import REPO
+
+from gns_jax import compare as cmp
+from gns_jax.agent import Agent
+from gns_jax.config import ConfigError, base_config
+from gns_jax.controllers import AgentController
+from gns_jax.report import LABELS, write_report
+from gns_jax.targets.build import build_task
+
+T, K = 40, 10
+
+
+def tiny_config(data_dir, cache_dir):
+    config = base_config()
+    config.data.source = "local"
+    config.data.data_dir = data_dir
+    config.data.cache_dir = cache_dir
+    config.data.val_size = 100
+    config.model.hidden = (16, 16)
+    config.steps = T
+    config.decision_interval = K
+    config.batch_size = 32
+    config.eval_batch_size = 100
+    config.agent.episodes = 1
+    config.agent.encoder_hidden = 8
+    config.agent.head_hidden = 8
+    config.agent.deploy_candidates = 2
+    config.agent.deploy_pre_decisions = 1
+    config.compare = cmp.compare_config()
+    cc = config.compare
+    cc.num_seeds = 2
+    cc.space.alpha_max = (1e-2, 1e-3)
+    cc.space.mu = (0.1,)
+    cc.space.eta2 = (1.0,)
+    cc.space.power = (1.0,)
+    cc.hd.alpha0 = (1e-2, 1e-3)
+    cc.hd.beta = (1e-8,)
+    cc.cma.evaluations = 3
+    cc.cma.popsize = 2
+    cc.lr_free.schedule_free_adamw = (2.5e-3,)
+    cc.lr_free.prodigy = (1.0,)
+    cc.lr_free.dadapt_adamw = (1.0,)
+    return config
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_fashion_mnist, cache_dir):
+    config = tiny_config(tiny_fashion_mnist, cache_dir)
+    return config, build_task(config)
+
+
+@pytest.mark.parametrize("name", cmp.METHODS)
+def test_every_method_runs(setup, name):
+    """Like optax.contrib's common test: each method, a few steps on tiny data, gives a metric and an LR trajectory."""
+    config, task = setup
+    if name in cmp.AGENT_METHODS:
+        cfg = cmp.agent_method_config(name, config)
+        agent = Agent(task, cfg)
+        # The policy path (an untrained agent from a fixed initial LR); training + deployment: the end-to-end test.
+        controller = AgentController(agent, agent.init_params(jax.random.key(0)), cfg, initial_lr=1e-3, name=name)
+    elif name == "cmaes":
+        controller = cmp.controller_for(name, cmp.Box.from_config(config.compare.cma).hparams([0.5] * 3), config)
+    else:
+        controller = cmp.controller_for(name, cmp.grid_points(name, config)[0], config)
+    result = controller.run(task, T, K, seed=0)
+    assert np.isfinite(result["val_metric"]) and np.isfinite(result["test_metric"])
+    assert 0.0 <= result["test_metric"] <= 1.0
+    lrs = np.asarray(result["lr_trajectory"])
+    assert lrs.shape == (T // K,) and np.all(np.isfinite(lrs)) and np.all(lrs > 0)
+    assert result["steps"] == T and not result["diverged"]
+    if name in cmp.AGENT_METHODS:
+        assert lrs[0] == pytest.approx(1e-3)
+        ratios = lrs[1:] / lrs[:-1]
+        assert np.all((ratios >= 0.9 - 1e-6) & (ratios <= 1.1 + 1e-6))  # alpha (1 + a), |a| <= 0.1 (Eq. 4)
+
+
+def test_search_spaces_of_the_paper():
+    config = base_config()
+    config.steps = 1000
+    config.compare = cmp.compare_config()
+    assert len(cmp.grid_points("constant", config)) == 3
+    assert len(cmp.grid_points("polynomial", config)) == 36  # Table 5: 3 x 3 x 2 x 2
+    assert len(cmp.grid_points("cosine", config)) == 18  # p does not apply
+    assert len(cmp.grid_points("adam_hd", config)) == 9  # App. B.4: 3 alpha_0 x 3 beta
+    assert cmp.grid_points("mechanize", config) == [{}]
+    glue = cmp.compare_config("glue")
+    with config.unlocked():
+        config.compare = glue
+    assert len(cmp.grid_points("polynomial", config)) == 20  # Table 6: 2 x 5 x 2
+    box = cmp.Box.from_config(glue.cma)
+    assert [d[0] for d in box.dims] == ["alpha_max", "eta1"]
+    hp = box.hparams([0.0, 1.0])
+    assert hp["alpha_max"] == pytest.approx(1e-5) and hp["eta1"] == pytest.approx(0.1) and hp["eta2"] == 1.0
+    images = cmp.Box.from_config(cmp.compare_config().cma).hparams([0.5, 0.5, 0.5])
+    assert images["alpha_max"] == pytest.approx(1e-2) and images["mu"] == pytest.approx(1e-2)  # log-uniform centre
+    assert images["eta2"] == pytest.approx(0.75)
+
+
+def test_agent_method_settings(setup):
+    config, _ = setup
+    settings = {m: cmp.agent_method_config(m, config).agent for m in cmp.AGENT_METHODS}
+    assert (settings["gns"].encoder, settings["gns"].validation_prob) == ("gcn", 0.2)
+    assert (settings["frs"].encoder, settings["frs"].validation_prob) == ("gcn", 1.0)
+    assert (settings["css"].encoder, settings["css"].validation_prob) == ("css", 0.2)
+    assert (settings["srls"].encoder, settings["srls"].validation_prob) == ("srls", 1.0)
+    assert config.agent.encoder == "gcn" and config.agent.validation_prob == 0.2  # the original is untouched
+
+
+def test_grid_search_selects_on_validation_not_test(tmp_path):
+    # The point best on validation is the worst on test: the search must pick it anyway.
+    scores = {0.1: (0.70, 0.95), 0.01: (0.90, 0.60), 0.001: (0.80, 0.80)}
+    points = [{"alpha": a} for a in scores]
+    evaluate = lambda hp: {"val_metric": scores[hp["alpha"]][0], "test_metric": scores[hp["alpha"]][1],
+                           "wall_seconds": 0.0}
+    best, results = cmp.grid_search(points, evaluate, str(tmp_path))
+    assert points[best] == {"alpha": 0.01}
+    best_low, _ = cmp.grid_search(points, evaluate, str(tmp_path / "low"), higher_is_better=False)
+    assert points[best_low] == {"alpha": 0.1}
+    # Diverged and NaN points never win.
+    assert cmp.select_best([{"val_metric": 0.9, "diverged": True}, {"val_metric": float("nan")},
+                            {"val_metric": 0.1}]) == 2
+
+
+def test_cma_es_is_seeded_deterministic_and_resumable(tmp_path):
+    box = cmp.Box.from_config(cmp.compare_config().cma)
+    calls = []
+
+    def evaluate(hp):  # a smooth validation score, best at alpha_max = 1e-2, eta2 = 0.8
+        calls.append(hp)
+        val = -(np.log10(hp["alpha_max"]) + 2) ** 2 - (hp["eta2"] - 0.8) ** 2
+        return {"val_metric": float(val), "test_metric": 0.0, "wall_seconds": 0.0}
+
+    kw = dict(evaluations=7, seed=3, popsize=3)
+    best, a = cmp.cma_search(box, evaluate, cache_dir=str(tmp_path / "a"), **kw)
+    _, b = cmp.cma_search(box, evaluate, cache_dir=str(tmp_path / "b"), **kw)
+    _, c = cmp.cma_search(box, evaluate, cache_dir=str(tmp_path / "c"), **dict(kw, seed=4))
+    assert len(a) == 7 and len(calls) == 21  # exactly the budget (the last generation is cut short)
+    assert [r["x"] for r in a] == [r["x"] for r in b]
+    assert [r["x"] for r in a] != [r["x"] for r in c]
+    assert a[best]["val_metric"] == max(r["val_metric"] for r in a)
+    for r in a:
+        assert 1e-3 <= r["hparams"]["alpha_max"] <= 1e-1 and 0.5 <= r["hparams"]["eta2"] <= 1.0
+    calls.clear()
+    _, again = cmp.cma_search(box, evaluate, cache_dir=str(tmp_path / "a"), **kw)
+    assert calls == [] and [r["x"] for r in again] == [r["x"] for r in a]  # resumed entirely from the cache
+
+
+def count_files(root, pattern="seed_"):
+    return sum(name.startswith(pattern) for _, _, names in os.walk(root) for name in names)
+
+
+def test_compare_end_to_end_resumes_and_reports(setup, tmp_path):
+    config, task = setup
+    methods = ("constant", "cmaes", "adam_hd", "schedule_free_adamw", "gns")
+    with config.unlocked():
+        config.compare.methods = methods
+    workdir = str(tmp_path)
+    first = cmp.compare(config, workdir, task=task)["counts"]
+    assert first == {"tuning_runs": 2 + 3 + 2 + 1, "runs": 10, "skipped_runs": 0, "agent_trainings": 1}
+    assert count_files(os.path.join(workdir, "runs")) == 10
+    for m in methods:
+        for s in (0, 1):
+            run = json.loads(open(cmp.seed_path(workdir, m, s)).read())
+            assert run["method"] == m and run["seed"] == s and np.isfinite(run["test_metric"])
+            assert len(run["lr_trajectory"]) == T // K
+    # The selection is the validation argmax over the tuning runs.
+    tuned = [json.loads(open(os.path.join(workdir, "tune", "constant", f)).read())
+             for f in os.listdir(os.path.join(workdir, "tune", "constant")) if f != "selected.json"]
+    selected = json.loads(open(os.path.join(workdir, "tune", "constant", "selected.json")).read())
+    assert selected["val_metric"] == max(t["val_metric"] for t in tuned)
+    gns = json.loads(open(cmp.seed_path(workdir, "gns", 0)).read())
+    assert gns["initial_lr"] in gns["candidate_lrs"]  # deployment picked the initial LR by V(s) (§4.3)
+
+    # A second call finds everything done; after losing one run it redoes exactly that run, without tuning.
+    again = cmp.compare(config, workdir, task=task)["counts"]
+    assert again == {"tuning_runs": 0, "runs": 0, "skipped_runs": 10, "agent_trainings": 0}
+    os.remove(cmp.seed_path(workdir, "adam_hd", 1))
+    third = cmp.compare(config, workdir, task=task)["counts"]
+    assert third == {"tuning_runs": 0, "runs": 1, "skipped_runs": 9, "agent_trainings": 0}
+
+    out = write_report(workdir, methods=methods, title="tiny", reference="table20")
+    text = open(out["md"]).read()
+    for m in methods:
+        assert LABELS[m] in text
+    assert "GNS (" in text and "best baseline" in text and "paper (Table 20)" in text
+    rows = list(csv.DictReader(open(out["csv"])))
+    assert [r["method"] for r in rows] == list(methods) and all(r["seeds"] == "2" for r in rows)
+    assert os.path.getsize(out["png"]) > 5000
+
+
+def test_workdir_of_another_experiment_is_refused(setup, tmp_path):
+    config, task = setup
+    with config.unlocked():
+        config.compare.methods = ()
+    cmp.compare(config, str(tmp_path), task=task)
+    config.steps = 2 * T
+    try:
+        with pytest.raises(ConfigError, match="steps"):
+            cmp.compare(config, str(tmp_path), task=task)
+    finally:
+        config.steps = T
+    with config.unlocked():
+        config.compare.methods = ("nope",)
+    with pytest.raises(ConfigError, match="nope"):
+        cmp.compare(config, str(tmp_path), task=task)
+
+
+def load_paper_config():
+    from ml_collections import config_flags
+
+    path = os.path.join(REPO, "configs", "compare_fashion_mnist_mlp.py")
+    return config_flags.config_flags._LoadConfigModule("compare_fashion_mnist_mlp", path).get_config()
+
+
+def test_paper_config():
+    config = load_paper_config()
+    assert (config.steps, config.decision_interval, config.batch_size) == (78_200, 500, 128)
+    assert config.model.name == "mlp" and tuple(config.model.hidden) == (128, 128)
+    assert config.optimizer.name == "adam" and config.agent.episodes == 30 and config.agent.validation_prob == 0.2
+    assert config.compare.num_seeds == 5 and tuple(config.compare.methods) == cmp.METHODS
+    assert config.compare.cma.evaluations == 50
+
+
+def test_cli_compare_and_report(tiny_fashion_mnist, cache_dir, tmp_path):
+    args = [f"--config={os.path.join('configs', 'compare_fashion_mnist_mlp.py')}", f"--workdir={tmp_path}",
+            "--config.data.source=local", f"--config.data.data_dir={tiny_fashion_mnist}",
+            f"--config.data.cache_dir={cache_dir}", "--config.data.val_size=100", "--config.model.hidden=(8,)",
+            "--config.steps=20", "--config.decision_interval=10", "--config.batch_size=32",
+            "--config.compare.methods=('constant',)", "--config.compare.num_seeds=1",
+            "--config.compare.space.alpha_max=(0.001,)"]
+    for mode in ("compare", "report"):
+        proc = subprocess.run([sys.executable, "-m", "gns_jax.main", *args, f"--mode={mode}"], capture_output=True,
+                              text=True, cwd=REPO, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    run = json.loads((tmp_path / "runs" / "constant" / "seed_0.json").read_text())
+    assert run["hparams"] == {"alpha": 0.001} and run["steps"] == 20
+    assert (tmp_path / "report.md").exists() and (tmp_path / "report.png").exists()
