@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib as mpl
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure  # no pyplot: works under any backend and leaves a notebook's alone
 
 
 def plot_lr_trajectories(trajectories: Mapping[str, Sequence[float]], decision_interval: int, path: str,
@@ -16,9 +16,10 @@ def plot_lr_trajectories(trajectories: Mapping[str, Sequence[float]], decision_i
 
     Many trajectories (e.g. 30 episodes) are drawn thin and coloured from early (light) to late (dark).
     """
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
     names = [n for n in trajectories if n not in highlight]
-    cmap = plt.get_cmap("viridis")
+    cmap = mpl.colormaps["viridis"]
     for i, name in enumerate(names):
         lrs = trajectories[name]
         steps = [j * decision_interval for j in range(len(lrs))]
@@ -32,12 +33,11 @@ def plot_lr_trajectories(trajectories: Mapping[str, Sequence[float]], decision_i
     ax.set_ylabel("learning rate")
     ax.set_title(title)
     if len(names) > 10:
-        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(1, len(names)))
+        sm = ScalarMappable(cmap=cmap, norm=Normalize(1, len(names)))
         fig.colorbar(sm, ax=ax, label="episode")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

@@ -40,20 +40,19 @@ def _layout(structure: GraphStructure, graph) -> dict[int, tuple[float, float]]:
 
 def draw_graph(structure: GraphStructure, path: str) -> None:
     """PNG drawing of the graph: one column per block, shortcut edges dashed and curved."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib as mpl
     import networkx as nx
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (e.g. a notebook's) alone
 
     graph = nx.DiGraph()
     graph.add_nodes_from(range(structure.num_nodes))
     graph.add_edges_from(structure.edges)
     pos = _layout(structure, graph)
     depth = 1 - min(y for _, y in pos.values())
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * structure.num_blocks + 1), max(3.0, 0.8 * depth + 1.5)))
+    fig = Figure(figsize=(max(6.0, 0.75 * structure.num_blocks + 1), max(3.0, 0.8 * depth + 1.5)))
+    ax = fig.add_subplot()
     block_of = {v: b for b, block in enumerate(structure.blocks) for v in block.nodes}
-    colors = [plt.cm.tab10(block_of[v] % 10) for v in graph.nodes]
+    colors = [mpl.colormaps['tab10'](block_of[v] % 10) for v in graph.nodes]
     nx.draw_networkx_nodes(graph, pos, node_color=colors, node_size=120, ax=ax)
     flow = [e for e, k in zip(structure.edges, structure.edge_kinds, strict=True) if k != SHORTCUT]
     skip = [e for e, k in zip(structure.edges, structure.edge_kinds, strict=True) if k == SHORTCUT]
@@ -67,9 +66,9 @@ def draw_graph(structure: GraphStructure, path: str) -> None:
         ax.text(b, -depth + 0.3, block.name, ha="center", va="top", fontsize=6, rotation=45)
     ax.set_title(f"{structure.arch}: {structure.num_nodes} nodes, {structure.num_edges} edges "
                  f"({len(skip)} shortcut, dashed), {structure.num_blocks} blocks", fontsize=8)
+    ax.set_ylim(-depth - 0.2, 0.5)  # keeps the block labels inside the axes when the graph is a single row
     ax.axis("off")
     fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
 
 
 def describe_graph(structure: GraphStructure, out_dir: str) -> dict[str, Any]:
