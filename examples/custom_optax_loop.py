@@ -49,7 +49,7 @@ def run(config, checkpoint: str, steps: int, k: int, initial_lr: float = 1e-3, s
 
     rng = np.random.default_rng(seed)
     lr, lrs = initial_lr, []
-    for start in range(0, steps, k):
+    for _ in range(steps // k):
         losses = []
         for _ in range(k):
             idx = rng.integers(0, len(train["label"]), task.batch_size)

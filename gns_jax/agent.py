@@ -5,6 +5,17 @@
 ablations), the heads of Eq. 4 and the environment. ``Agent.decision_step`` is one XLA program per decision:
 policy on the current observation, alpha <- alpha (1 + a), K optimizer steps, node features and (maybe) validation
 — for a whole batch of environments at once (``vmap``).
+
+Two layouts of the environments share the same pure bodies:
+
+* one device: ``reset``, ``decision_step``, ``ppo_update``, ``values``, ``evaluate`` are jitted and take arrays
+  whose leading axis is the environment (``vmap``);
+* several devices: the ``*_on_devices`` twins are ``pmap``ped over ``DEVICE_AXIS`` and take ``[devices, envs per
+  device, ...]`` arrays; the agent parameters, the data and the validation coin are shared (pass them replicated,
+  see ``gns_jax.parallel.replicate``), and the PPO update averages its gradients over the devices
+  (``PPOConfig.axis_name``), so every device ends with the same agent.
+
+``follow_policy`` is deployment in one program: the deterministic policy acting every K steps for a whole run.
 """
 
 from __future__ import annotations
@@ -16,17 +27,27 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 from flax import struct
 
 from gns_jax.config import config_to_dict
 from gns_jax.env import EnvConfig, EnvState, LREnvironment, StepInfo
 from gns_jax.gcn import make_encoder
 from gns_jax.graph import build_graph_structure, node_features
-from gns_jax.policy import ActorCritic, select_action
+from gns_jax.policy import ActorCritic, lr_update, select_action
 from gns_jax.ppo import PPOConfig, PPOState, Transition, ppo_update
-from gns_jax.targets.task import Batch, Task
+from gns_jax.targets.task import (
+    Batch,
+    TargetState,
+    Task,
+    batch_indices,
+    get_learning_rate,
+    set_learning_rate,
+    tree_all_finite,
+)
 
 PyTree = Any
+DEVICE_AXIS = "devices"  # the pmap axis of the environments (and of the PPO gradient pmean)
 
 
 @struct.dataclass
@@ -37,6 +58,16 @@ class ActOutput:
     action: jnp.ndarray
     value: jnp.ndarray
     log_prob: jnp.ndarray
+
+
+@struct.dataclass
+class PolicyRun:
+    """What ``follow_policy`` returns: the trained target and one entry per decision."""
+
+    target: TargetState
+    learning_rates: jnp.ndarray  # [num_decisions] alpha used for each block of K steps
+    mean_losses: jnp.ndarray  # [num_decisions] mean training loss of each block
+    finite: jnp.ndarray  # False once a loss or a parameter stopped being finite
 
 
 def ppo_config(agent_cfg: ml_collections.ConfigDict, axis_name: str | None = None) -> PPOConfig:
@@ -55,6 +86,12 @@ def env_config(config: ml_collections.ConfigDict) -> EnvConfig:
                      divergence_penalty=a.divergence_penalty, validation_prob=a.validation_prob)
 
 
+# Fields that change neither the environment nor the agent's programs (jit keys on the rest).
+_NON_PROGRAM_FIELDS = ("episodes", "init_checkpoint", "deploy_candidates", "deploy_pre_decisions", "num_envs",
+                       "num_devices", "truncated_episodes", "truncated_fraction", "val_subsample",
+                       "checkpoint_every")
+
+
 class Agent:
     """Encoder + heads + environment for one target task (all static; the functions below are pure)."""
 
@@ -71,7 +108,7 @@ class Agent:
         self.ppo = ppo_config(a)
         # Agents of the same task and settings share compiled programs (jit keys on this hash).
         settings = config_to_dict(config)
-        for field in ("episodes", "init_checkpoint", "deploy_candidates", "deploy_pre_decisions"):
+        for field in _NON_PROGRAM_FIELDS:
             settings["agent"].pop(field, None)
         settings.pop("agent_checkpoint", None)
         self._key = (id(task), json.dumps(settings, sort_keys=True))
@@ -93,21 +130,15 @@ class Agent:
         example = jax.eval_shape(self.observe, abstract.params, abstract.params, jnp.float32(1e-3), jnp.float32(1.0))
         return self.network.init(key, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), example))
 
-    # ---- batched, jitted programs (leading axis = environments) ------------------------------------------
-    @functools.partial(jax.jit, static_argnums=0)
-    def reset(self, keys: jnp.ndarray, train_data: Batch, val_data: Batch,
-              initial_lrs: jnp.ndarray | None = None) -> tuple[PyTree, EnvState, StepInfo]:
-        if initial_lrs is None:
-            return jax.vmap(self.env.reset, in_axes=(0, None, None))(keys, train_data, val_data)
-        return jax.vmap(self.env.reset, in_axes=(0, None, None, 0))(keys, train_data, val_data, initial_lrs)
+    # ---- pure batched bodies (leading axis = environments) ----------------------------------------------
+    def batched_reset(self, keys, train_data: Batch, val_data: Batch, initial_lrs, pretrained):
+        lr_axis = None if initial_lrs is None else 0
+        # Pretrained weights (fine-tuning) are an argument shared by the batch, never baked-in constants.
+        return jax.vmap(self.env.reset, in_axes=(0, None, None, lr_axis, None))(
+            keys, train_data, val_data, initial_lrs, pretrained)
 
-    @functools.partial(jax.jit, static_argnums=(0, 7))
-    def decision_step(self, agent_params: PyTree, keys: jnp.ndarray, env_state: EnvState, obs: PyTree,
-                      validate: jnp.ndarray, data: tuple[Batch, Batch], deterministic: bool = False):
-        """Policy + Eq. 4 + K optimizer steps + features (+ validation when ``validate``) for every environment.
-
-        ``validate`` is one coin shared by the batch, so ``lax.cond`` inside the environment stays a real branch.
-        """
+    def batched_decision_step(self, agent_params: PyTree, keys, env_state: EnvState, obs: PyTree, validate,
+                              data: tuple[Batch, Batch], deterministic: bool):
         train_data, val_data = data
 
         def one_env(key, state, o):
@@ -118,17 +149,145 @@ class Agent:
 
         return jax.vmap(one_env)(keys, env_state, obs)
 
+    def batched_values(self, agent_params: PyTree, obs: PyTree) -> jnp.ndarray:
+        return jax.vmap(lambda o: self.apply(agent_params, o)[1])(obs)
+
+    def batched_evaluate(self, env_state: EnvState, split_data: Batch) -> jnp.ndarray:
+        return jax.vmap(lambda s: self.task.evaluate_split(s.target, split_data)["metric"])(env_state)
+
+    def _ppo(self, key, ppo_state: PPOState, trajectory: Transition, last_value, config: PPOConfig):
+        if last_value is None:
+            last_value = jnp.zeros(trajectory.reward.shape[1:])
+        return ppo_update(key, ppo_state, trajectory, last_value, self.apply, config)
+
+    # ---- one device: jitted programs --------------------------------------------------------------------
+    def reset(self, keys: jnp.ndarray, train_data: Batch, val_data: Batch,
+              initial_lrs: jnp.ndarray | None = None) -> tuple[PyTree, EnvState, StepInfo]:
+        """Sample alpha_1 (or take ``initial_lrs``), initialize every target and run its first K steps."""
+        return self._reset(keys, train_data, val_data, initial_lrs, self.task.pretrained)
+
     @functools.partial(jax.jit, static_argnums=0)
-    def ppo_update(self, key: jnp.ndarray, ppo_state: PPOState, trajectory: Transition):
-        """One PPO update (Eq. 5-6) on a finished episode; episodes end at T, so nothing is bootstrapped."""
-        return ppo_update(key, ppo_state, trajectory, jnp.zeros(trajectory.reward.shape[1:]), self.apply, self.ppo)
+    def _reset(self, keys, train_data, val_data, initial_lrs, pretrained):
+        return self.batched_reset(keys, train_data, val_data, initial_lrs, pretrained)
+
+    @functools.partial(jax.jit, static_argnums=(0, 7))
+    def decision_step(self, agent_params: PyTree, keys: jnp.ndarray, env_state: EnvState, obs: PyTree,
+                      validate: jnp.ndarray, data: tuple[Batch, Batch], deterministic: bool = False):
+        """Policy + Eq. 4 + K optimizer steps + features (+ validation when ``validate``) for every environment.
+
+        ``validate`` is one coin shared by the batch, so ``lax.cond`` inside the environment stays a real branch.
+        """
+        return self.batched_decision_step(agent_params, keys, env_state, obs, validate, data, deterministic)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def ppo_update(self, key: jnp.ndarray, ppo_state: PPOState, trajectory: Transition,
+                   last_value: jnp.ndarray | None = None):
+        """One PPO update (Eq. 5-6) on an episode's ``[T, envs]`` trajectory.
+
+        ``last_value`` bootstraps environments whose episode was cut before it ended (truncated episodes); an
+        episode that reached T (or diverged) is marked done and nothing is bootstrapped there.
+        """
+        return self._ppo(key, ppo_state, trajectory, last_value, self.ppo)
 
     @functools.partial(jax.jit, static_argnums=0)
     def values(self, agent_params: PyTree, obs: PyTree) -> jnp.ndarray:
         """V(s) for a batch of observations (deployment picks the initial LR by it, §4.3)."""
-        return jax.vmap(lambda o: self.apply(agent_params, o)[1])(obs)
+        return self.batched_values(agent_params, obs)
 
     @functools.partial(jax.jit, static_argnums=0)
     def evaluate(self, env_state: EnvState, split_data: Batch) -> jnp.ndarray:
         """The task metric of every environment's target on one split."""
-        return jax.vmap(lambda s: self.task.evaluate_split(s.target, split_data)["metric"])(env_state)
+        return self.batched_evaluate(env_state, split_data)
+
+    # ---- several devices: pmapped programs ([devices, envs per device, ...]) -----------------------------
+    def reset_on_devices(self, keys: jnp.ndarray, train_data: Batch, val_data: Batch,
+                         initial_lrs: jnp.ndarray | None = None, pretrained: PyTree | None = None):
+        """``reset`` with keys ``[devices, envs]``; data and ``pretrained`` replicated (default: the task's)."""
+        pretrained = self.task.pretrained if pretrained is None else pretrained
+        # pmap with static arguments misreads None arguments (jax 0.10): pass {} and separate programs instead.
+        pretrained = {} if pretrained is None else pretrained
+        if initial_lrs is None:
+            return self._sampled_reset_on_devices(keys, train_data, val_data, pretrained)
+        return self._reset_on_devices(keys, train_data, val_data, initial_lrs, pretrained)
+
+    @functools.partial(jax.pmap, axis_name=DEVICE_AXIS, static_broadcasted_argnums=0,
+                       in_axes=(None, 0, None, None, 0, None))
+    def _reset_on_devices(self, keys, train_data, val_data, initial_lrs, pretrained):
+        return self.batched_reset(keys, train_data, val_data, initial_lrs, pretrained or None)
+
+    @functools.partial(jax.pmap, axis_name=DEVICE_AXIS, static_broadcasted_argnums=0,
+                       in_axes=(None, 0, None, None, None))
+    def _sampled_reset_on_devices(self, keys, train_data, val_data, pretrained):
+        return self.batched_reset(keys, train_data, val_data, None, pretrained or None)
+
+    def decision_step_on_devices(self, agent_params: PyTree, keys: jnp.ndarray, env_state: EnvState, obs: PyTree,
+                                 validate: jnp.ndarray, data: tuple[Batch, Batch], deterministic: bool = False):
+        """``decision_step`` over ``[devices, envs]``; one validation coin for all devices."""
+        return self._decision_step_on_devices(agent_params, keys, env_state, obs, validate, data, deterministic)
+
+    @functools.partial(jax.pmap, axis_name=DEVICE_AXIS, static_broadcasted_argnums=(0, 7),
+                       in_axes=(None, None, 0, 0, 0, None, None, None))
+    def _decision_step_on_devices(self, agent_params, keys, env_state, obs, validate, data, deterministic):
+        return self.batched_decision_step(agent_params, keys, env_state, obs, validate, data, deterministic)
+
+    @functools.partial(jax.pmap, axis_name=DEVICE_AXIS, static_broadcasted_argnums=0, in_axes=(None, None, None, 1, 0))
+    def _ppo_update_on_devices(self, key, ppo_state, trajectory, last_value):
+        return self._ppo(key, ppo_state, trajectory, last_value, self.ppo.replace(axis_name=DEVICE_AXIS))
+
+    def ppo_update_on_devices(self, key: jnp.ndarray, ppo_state: PPOState, trajectory: Transition,
+                              last_value: jnp.ndarray | None = None) -> tuple[PPOState, dict]:
+        """One PPO update on a ``[T, devices, envs]`` trajectory, gradients ``pmean``ed over the devices.
+
+        Returns the (identical on every device) new state and metrics of device 0.
+        """
+        if last_value is None:
+            last_value = jnp.zeros(trajectory.reward.shape[1:], trajectory.value.dtype)
+        new_state, metrics = self._ppo_update_on_devices(key, ppo_state, trajectory, last_value)
+        return jax.tree.map(lambda x: x[0], (new_state, metrics))
+
+    @functools.partial(jax.pmap, axis_name=DEVICE_AXIS, static_broadcasted_argnums=0, in_axes=(None, None, 0))
+    def values_on_devices(self, agent_params: PyTree, obs: PyTree) -> jnp.ndarray:
+        return self.batched_values(agent_params, obs)
+
+    @functools.partial(jax.pmap, axis_name=DEVICE_AXIS, static_broadcasted_argnums=0, in_axes=(None, 0, None))
+    def evaluate_on_devices(self, env_state: EnvState, split_data: Batch) -> jnp.ndarray:
+        return self.batched_evaluate(env_state, split_data)
+
+    # ---- deployment in one program ----------------------------------------------------------------------
+    @functools.partial(jax.jit, static_argnums=(0, 5))
+    def follow_policy(self, agent_params: PyTree, target: TargetState, mean_loss: jnp.ndarray, train_data: Batch,
+                      num_decisions: int) -> PolicyRun:
+        """``num_decisions`` decisions of the deterministic policy (§4.3: a = mu(s), Eq. 4) in one program.
+
+        Each decision observes the graph state (node features, §4.1), runs the encoder and the policy, sets
+        alpha <- clip(alpha (1 + mu)) and takes K optimizer steps; no validation and no host round trips. The
+        batches are those of ``Task.train_scan`` (same order, same per-step keys), but their indices are drawn
+        once for the whole run: ``train_scan`` draws the epoch permutations of the training set at every call,
+        which at small K costs more than the K steps themselves.
+        """
+        task, cfg = self.task, self.env.config
+        k = cfg.decision_interval
+        num_examples = jax.tree.leaves(train_data)[0].shape[0]
+        indices = batch_indices(target.data_key, target.step, num_decisions * k, num_examples, task.batch_size)
+        grad_fn = jax.value_and_grad(task.loss_and_updates, has_aux=True)
+
+        def one_step(s: TargetState, idx):  # Task.train_scan's step
+            batch = jax.tree.map(lambda a: a[idx], train_data)
+            (loss, batch_stats), grads = grad_fn(s.params, s.batch_stats, jax.random.fold_in(s.key, s.step), batch)
+            updates, opt_state = task.optimizer.update(grads, s.opt_state, s.params)
+            return s.replace(step=s.step + 1, params=optax.apply_updates(s.params, updates),
+                             batch_stats=batch_stats, opt_state=opt_state, grads=grads), loss
+
+        def decide(carry, idx):
+            target, loss, finite = carry
+            lr = get_learning_rate(target.opt_state)
+            dist, _ = self.apply(agent_params, self.observe(target.params, target.grads, lr, loss))
+            lr = lr_update(lr, dist.mode(), cfg.lr_min, cfg.lr_max)
+            target = target.replace(opt_state=set_learning_rate(target.opt_state, lr))
+            target, losses = jax.lax.scan(one_step, target, idx, unroll=max(1, min(task.scan_unroll, k)))
+            finite = finite & jnp.all(jnp.isfinite(losses)) & tree_all_finite(target.params)
+            return (target, losses.mean(), finite), (lr, losses.mean())
+
+        init = (target, jnp.asarray(mean_loss, jnp.float32), jnp.asarray(True))
+        (target, _, finite), (lrs, losses) = jax.lax.scan(decide, init, indices.reshape((num_decisions, k, -1)))
+        return PolicyRun(target=target, learning_rates=lrs, mean_losses=losses, finite=finite)

@@ -1,15 +1,23 @@
 """Agent training (Algorithm 1): episodes of target training driven by the policy, one PPO update per episode.
 
-Each episode: sample alpha_1 ~ D_alpha and initialize ``agent.num_envs`` targets (vmapped); at every decision point
-the policy acts, K optimizer steps run, the new graph state is observed and, with probability p, the validation
-metric is measured (one jitted program per decision step); at the end the Eq. 3 rewards are assembled and PPO
-(Eq. 5-6, App. D) updates the agent on all environments' transitions.
+Each episode: sample alpha_1 ~ D_alpha and initialize ``agent.num_envs`` targets per device (vmapped) on
+``agent.num_devices`` devices (pmapped); at every decision point the policy acts, K optimizer steps run, the new
+graph state is observed and, with probability p, the validation metric is measured (one program per decision step
+for all environments, one validation coin for all of them); at the end the Eq. 3 rewards are assembled and PPO
+(Eq. 5-6, App. D) updates the agent on all environments' transitions (with several devices, gradients are
+averaged over them, so the devices hold one agent).
 
-Every episode's randomness is ``fold_in(key(seed), episode)``, and after every episode the agent (parameters, both
-Adam states), the RNG key, the episode counter and the logged history are checkpointed with orbax. Rerunning with
-the same workdir resumes after the last finished episode, and the resumed run ends with exactly the agent an
-uninterrupted run would have (on CPU). Logs: TensorBoard and ``episodes.csv`` under ``workdir/logs``, LR
-trajectories in ``workdir/lr_trajectories.png``.
+Cheaper episodes (§6): ``agent.truncated_episodes`` early episodes stop at ``agent.truncated_fraction`` of T (PPO
+bootstraps the cut with V(s) of the last state), and ``agent.val_subsample`` validates the Eq. 3 rewards on a random
+subset of the validation split, drawn anew each episode.
+
+Every episode's randomness is ``fold_in(key(seed), episode)``; environment e of an episode draws its keys as
+``split(key, total environments)[e]``, so the same total number of environments gives the same episodes on one
+device or several. After every ``agent.checkpoint_every`` episodes the agent (parameters, both Adam states), the RNG
+key, the episode counter and the logged history are checkpointed with orbax. Rerunning with the same workdir resumes
+after the last saved episode, and the resumed run ends with exactly the agent an uninterrupted run would have (on
+CPU). Logs: TensorBoard and ``episodes.csv`` under ``workdir/logs``, LR trajectories in
+``workdir/lr_trajectories.png``.
 """
 
 from __future__ import annotations
@@ -26,13 +34,13 @@ from absl import logging
 from flax import struct
 from tqdm.auto import tqdm
 
-from gns_jax import checkpoints
+from gns_jax import checkpoints, parallel
 from gns_jax.agent import Agent
 from gns_jax.env import episode_rewards, validation_coins
 from gns_jax.metric_writers import MetricWriter
 from gns_jax.plots import plot_lr_trajectories
 from gns_jax.ppo import PPOState, Transition, init_ppo_state
-from gns_jax.targets.task import Task
+from gns_jax.targets.task import Batch, Task
 
 PyTree = Any
 CHECKPOINT_DIR = "checkpoints"
@@ -51,31 +59,96 @@ def stack(items: list) -> PyTree:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *items)
 
 
-def run_episode(agent: Agent, agent_params: PyTree, key: jnp.ndarray, num_envs: int, progress=None) -> dict:
-    """Roll out one episode on ``num_envs`` vmapped environments; returns the trajectory and per-env summaries."""
+def episode_decisions(agent_cfg: ml_collections.ConfigDict, episode: int, num_decisions: int) -> int:
+    """Decision points of ``episode``: truncated early episodes (§6's cheaper episodes) or all N.
+
+    The first ``agent.truncated_episodes`` episodes stop after ``agent.truncated_fraction`` of T (at least two
+    decision points, one action); later episodes run to T.
+    """
+    if episode < int(agent_cfg.get("truncated_episodes", 0)):
+        return int(min(num_decisions, max(2, round(float(agent_cfg.truncated_fraction) * num_decisions))))
+    return num_decisions
+
+
+def validation_subset(val_data: Batch, key: jnp.ndarray, size: int) -> Batch:
+    """``size`` validation examples drawn without replacement (all of them when ``size`` is 0 or too large)."""
+    n = int(jax.tree.leaves(val_data)[0].shape[0])
+    if size <= 0 or size >= n:
+        return val_data
+    idx = jax.random.choice(key, n, (size,), replace=False)
+    return jax.tree.map(lambda a: a[idx], val_data)
+
+
+def run_episode(agent: Agent, agent_params: PyTree, key: jnp.ndarray, num_envs: int, progress=None, *,
+                num_devices: int = 1, num_decisions: int | None = None,
+                data: tuple[Batch, Batch] | None = None) -> dict:
+    """Roll out one episode on ``num_envs`` vmapped environments per device, on ``num_devices`` devices.
+
+    Args:
+      agent, agent_params: the agent and its (unreplicated) parameters.
+      key: the episode's key; environment e of the D * N uses ``split(.., D * N)[e]`` whatever D is.
+      num_envs: environments per device (N).
+      num_devices: devices (D); D > 1 runs the pmapped programs.
+      num_decisions: decision points of this episode (< N for a truncated episode; default all).
+      data: (train, val) data; replicated over the devices when D > 1 (default: the task's own).
+    Returns:
+      a dict with the time-major trajectory ``[actions, D * N]``, the bootstrap values ``last_value`` (None for
+      full episodes), the final ``env_state`` (in the device layout), ``reset_info`` and ``infos`` (flat layout),
+      and per-environment ``last_metric``, ``diverged`` and ``test_metric`` ``[D * N]``.
+    """
     env_cfg = agent.env.config
     task = agent.task
-    data = (task.device_data["train"], task.device_data["val"])
+    n = num_decisions or env_cfg.num_decisions
+    total = num_envs * num_devices
+    if data is None:
+        data = (task.device_data["train"], task.device_data["val"])
+        if num_devices > 1:
+            data = parallel.replicate(data, num_devices)
+    if num_devices == 1:
+        place = lambda x: x
+        flat = lambda x, axis=0: x
+        reset = lambda keys: agent.reset(keys, *data)
+        step = lambda keys, s, o, v: agent.decision_step(agent_params, keys, s, o, v, data)
+        values = lambda o: agent.values(agent_params, o)
+        test_data = task.device_data["test"]
+        evaluate = lambda s: agent.evaluate(s, test_data)
+    else:
+        replicated = parallel.replicate(agent_params, num_devices)
+        place = lambda x: parallel.shard(x, num_devices)
+        flat = lambda x, axis=0: parallel.unshard(x, axis)
+        reset = lambda keys: agent.reset_on_devices(keys, *data)
+        step = lambda keys, s, o, v: agent.decision_step_on_devices(replicated, keys, s, o, v, data)
+        values = lambda o: agent.values_on_devices(replicated, o)
+        test_data = parallel.replicate(task.device_data["test"], num_devices)
+        evaluate = lambda s: agent.evaluate_on_devices(s, test_data)
+
     reset_key, coin_key, act_key = jax.random.split(key, 3)
-    coins = np.asarray(validation_coins(coin_key, env_cfg.num_decisions, env_cfg.validation_prob))
-    obs, env_state, reset_info = agent.reset(jax.random.split(reset_key, num_envs), *data)
+    # One coin per decision point for all environments (and devices): lax.cond stays a real branch.
+    coins = np.asarray(validation_coins(coin_key, n, env_cfg.validation_prob))
+    # Under jax.distributed each process runs its own slice of the global environments.
+    first = jax.process_index() * total
+    env_keys = lambda k: place(jax.random.split(k, total * jax.process_count())[first:first + total])
+    obs, env_state, reset_info = reset(env_keys(reset_key))
     acts, infos = [], []
-    for t in range(env_cfg.num_decisions - 1):
-        keys = jax.random.split(jax.random.fold_in(act_key, t), num_envs)
-        obs, env_state, info, act = agent.decision_step(agent_params, keys, env_state, obs, jnp.asarray(coins[t + 1]),
-                                                        data)
+    for t in range(n - 1):
+        keys = env_keys(jax.random.fold_in(act_key, t))
+        obs, env_state, info, act = step(keys, env_state, obs, jnp.asarray(coins[t + 1]))
         acts.append(act)
         infos.append(info)
         if progress is not None:
             progress.update(1)
-    acts, infos = stack(acts), stack(infos)  # leading axes [N - 1, num_envs]
+    acts, infos = flat(stack(acts), 1), flat(stack(infos), 1)  # leading axes [n - 1, D * N]
+    reset_info = flat(reset_info)
     rewards, valid = jax.vmap(episode_rewards, in_axes=(1, 0, None), out_axes=1)(
         infos, reset_info, env_cfg.divergence_penalty)
     trajectory = Transition(obs=acts.obs, action=acts.action, reward=rewards, done=infos.done, value=acts.value,
                             log_prob=acts.log_prob, valid=valid)
-    test_metric = agent.evaluate(env_state, task.device_data["test"])
-    return {"trajectory": trajectory, "env_state": env_state, "reset_info": reset_info, "infos": infos,
-            "test_metric": test_metric}
+    done = flat(env_state.done)
+    # A truncated episode did not end: PPO bootstraps it with V(s) of its last state.
+    last_value = jnp.where(done, 0.0, flat(values(obs))) if n < env_cfg.num_decisions else None
+    return {"trajectory": trajectory, "last_value": last_value, "env_state": env_state, "reset_info": reset_info,
+            "infos": infos, "last_metric": flat(env_state.last_metric), "diverged": flat(env_state.diverged),
+            "test_metric": flat(evaluate(env_state))}
 
 
 def episode_summary(episode: int, rollout: dict, wall_seconds: float, k: int) -> dict:
@@ -83,17 +156,19 @@ def episode_summary(episode: int, rollout: dict, wall_seconds: float, k: int) ->
     traj, infos, reset_info = rollout["trajectory"], rollout["infos"], rollout["reset_info"]
     returns = np.asarray(jnp.sum(traj.reward, axis=0))
     lrs = np.concatenate([np.asarray(reset_info.learning_rate)[None], np.asarray(infos.learning_rate)], axis=0)
-    final_val = np.asarray(rollout["env_state"].last_metric)
+    final_val = np.asarray(rollout["last_metric"])
     return {
         "episode": episode,
         "return": float(returns.mean()),
         "val_metric": float(final_val.mean()),
         "test_metric": float(np.mean(rollout["test_metric"])),
         "initial_lr": float(lrs[0, 0]),
-        "diverged": int(np.asarray(rollout["env_state"].diverged).sum()),
+        "diverged": int(np.asarray(rollout["diverged"]).sum()),
         "wall_seconds": wall_seconds,
         "lr_trajectory": [float(x) for x in lrs[:, 0]],
         "decision_interval": k,
+        "decisions": int(lrs.shape[0]),
+        "environments": int(lrs.shape[1]),
     }
 
 
@@ -117,12 +192,19 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
                 stop_after: int | None = None, progress: bool = True) -> dict:
     """Algorithm 1 for ``config.agent.episodes`` episodes (resuming from ``workdir`` when it has a checkpoint).
 
+    Each episode runs ``agent.num_envs`` environments on each of ``agent.num_devices`` devices (0 = all local
+    devices; one PPO update on all their transitions); the first ``agent.truncated_episodes`` episodes stop at
+    ``agent.truncated_fraction`` of T, and ``agent.val_subsample`` > 0 validates on that many examples (a fresh
+    draw each episode). A checkpoint is written every ``agent.checkpoint_every`` episodes and after the last one.
     ``stop_after`` ends the call after that many new episodes (it simulates an interruption in tests).
     """
     from gns_jax.targets.build import build_task
 
     task = task or build_task(config)
     agent = Agent(task, config)
+    a = config.agent
+    num_devices = parallel.resolve_num_devices(int(a.get("num_devices", 1)))
+    checkpoint_every = max(1, int(a.get("checkpoint_every", 1)))
     ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
     state = initial_agent_state(agent, config)
     history: dict = {"episodes": []}
@@ -130,35 +212,51 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
         state, history, step = checkpoints.restore(ckpt_dir, state)
         logging.info("resuming after episode %d from %s", step, ckpt_dir)
     base_key = jax.random.wrap_key_data(state.key)
-    total = int(config.agent.episodes)
+    total = int(a.episodes)
     first = int(state.episode)
+    last = total if stop_after is None else min(total, first + stop_after)
     num_decisions = agent.env.config.num_decisions
-    bar = tqdm(total=(total - first) * (num_decisions - 1), desc="decision steps", unit="step",
-               disable=not progress)
+    lengths = {e: episode_decisions(a, e, num_decisions) for e in range(first, last)}
+    train_data = task.device_data["train"]
+    if num_devices > 1:
+        train_data = parallel.replicate(train_data, num_devices)
+    full_val = parallel.replicate(task.device_data["val"], num_devices) if num_devices > 1 else None
+    bar = tqdm(total=sum(n - 1 for n in lengths.values()), desc="decision steps", unit="step", disable=not progress)
     with MetricWriter(os.path.join(workdir, "logs"), csv_name="episodes.csv") as writer:
-        for episode in range(first, total):
-            if stop_after is not None and episode - first >= stop_after:
-                break
+        for episode in range(first, last):
             start = time.time()
             bar.set_description(f"episode {episode + 1}/{total}")
             ep_key = jax.random.fold_in(base_key, episode)
-            rollout = run_episode(agent, state.ppo.params, ep_key, config.agent.num_envs, bar)
-            ppo_state, metrics = agent.ppo_update(jax.random.fold_in(ep_key, 1), state.ppo, rollout["trajectory"])
+            val_data = validation_subset(task.device_data["val"], jax.random.fold_in(ep_key, 2),
+                                         int(a.get("val_subsample", 0)))
+            if num_devices > 1:
+                val_data = full_val if val_data is task.device_data["val"] else parallel.replicate(val_data,
+                                                                                                   num_devices)
+            rollout = run_episode(agent, state.ppo.params, ep_key, int(a.num_envs), bar, num_devices=num_devices,
+                                  num_decisions=lengths[episode], data=(train_data, val_data))
+            update_key = jax.random.fold_in(ep_key, 1)
+            if num_devices == 1:
+                ppo_state, metrics = agent.ppo_update(update_key, state.ppo, rollout["trajectory"],
+                                                      rollout["last_value"])
+            else:
+                ppo_state, metrics = agent.ppo_update_on_devices(
+                    update_key, state.ppo, parallel.shard(rollout["trajectory"], num_devices, axis=1),
+                    None if rollout["last_value"] is None else parallel.shard(rollout["last_value"], num_devices))
             state = state.replace(ppo=ppo_state, episode=jnp.asarray(episode + 1, jnp.int32))
             summary = episode_summary(episode, rollout, time.time() - start, agent.env.config.decision_interval)
             summary.update({f"ppo_{k}": float(v) for k, v in metrics.items()})
             history["episodes"].append(summary)
             writer.write(episode, {k: v for k, v in summary.items() if isinstance(v, int | float)})
             writer.flush()
-            path = checkpoints.save(ckpt_dir, episode + 1, state, history)
-            history["agent_checkpoint"] = path
+            if (episode + 1) % checkpoint_every == 0 or episode + 1 == last:
+                history["agent_checkpoint"] = checkpoints.save(ckpt_dir, episode + 1, state, history)
             bar.write(f"episode {episode + 1}: return {summary['return']:+.4f}  val {summary['val_metric']:.4f}  "
                       f"test {summary['test_metric']:.4f}  initial lr {summary['initial_lr']:.2e}")
     bar.close()
     latest = checkpoints.latest_step(ckpt_dir)
     results = {
         "episodes": [{k: e[k] for k in ("episode", "return", "val_metric", "test_metric", "initial_lr", "diverged",
-                                         "wall_seconds")} for e in history["episodes"]],
+                                         "wall_seconds", "decisions") if k in e} for e in history["episodes"]],
         "agent_checkpoint": os.path.join(os.path.abspath(ckpt_dir), str(latest)) if latest is not None else None,
         "episodes_finished": int(state.episode),
     }
