@@ -101,3 +101,10 @@ def test_real_fashion_mnist_one_epoch_reaches_82_percent(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["test_metric"] >= 0.82
     assert results["steps"] == 390
+
+
+def test_describe_graph_mode_on_cifar10_resnet34(tmp_path):
+    summary = cli.run("describe_graph", load_config("cifar10"), str(tmp_path))
+    on_disk = json.loads((tmp_path / "graph.json").read_text())
+    assert summary["num_blocks"] == on_disk["num_blocks"] == 18  # input, 16 basic blocks, output
+    assert (tmp_path / "graph.png").stat().st_size > 1000
