@@ -3,7 +3,10 @@
 ``deploy`` samples ``deploy_candidates`` initial learning rates (log-spaced over the prior D_alpha), runs each for
 T_pre = ``deploy_pre_decisions`` * K steps under the deterministic policy (all candidates in one vmapped program,
 from the same initial weights), keeps the candidate whose state has the largest critic value V(s_{T_pre}), and
-trains it to T with a = mu (Eq. 4, no exploration noise). Validation runs only at the end.
+trains it with a = mu (Eq. 4, no exploration noise) for the N = T // K decision intervals the agent was trained on.
+When K does not divide T, the last T - N K steps run at the last learning rate, so a deployment takes exactly the T
+steps a baseline run takes. The target starts from ``Task.init(jax.random.key(config.seed), lr)``, the initial state
+of a baseline run with the same seed (paired seeds). Validation runs only at the end.
 
 ``LearnedScheduler`` is the same policy as a drop-in for a hand-written optax loop: given the params, the last
 gradients, the mean loss since the last call and the current learning rate, it returns the next learning rate.
@@ -50,8 +53,9 @@ def deploy(agent: Agent, agent_params: PyTree, config: ml_collections.ConfigDict
     pre = int(min(max(1, a.deploy_pre_decisions), num_decisions - 1))
     lrs = candidate_lrs(a.prior_lr_min, a.prior_lr_max, int(a.deploy_candidates))
     key = jax.random.key(config.seed)
-    # The same target initialization for every candidate: only the initial learning rate differs.
-    reset_keys = jnp.broadcast_to(jax.random.key_data(jax.random.fold_in(key, 0)), (len(lrs), 2))
+    # The same target initialization for every candidate (that of a baseline run with this seed): only the initial
+    # learning rate differs.
+    reset_keys = jnp.broadcast_to(jax.random.key_data(key), (len(lrs), 2))
     obs, env_state, reset_info = agent.reset(jax.random.wrap_key_data(reset_keys), *data, jnp.asarray(lrs))
     trajectories = [[float(x)] for x in lrs]
     no = jnp.asarray(False)
@@ -70,8 +74,14 @@ def deploy(agent: Agent, agent_params: PyTree, config: ml_collections.ConfigDict
         lr_trajectory.append(float(info.learning_rate[0]))
         if progress is not None:
             progress.update(1)
-    val = float(agent.evaluate(env_state, task.device_data["val"])[0])
-    test = float(agent.evaluate(env_state, task.device_data["test"])[0])
+    target = jax.tree.map(lambda x: x[0], env_state.target)
+    diverged = bool(np.asarray(env_state.diverged)[0])
+    tail = int(config.steps) - num_decisions * agent.env.config.decision_interval
+    if tail > 0 and not diverged:  # T - N K remaining steps at the last learning rate
+        target, stats = task.train_steps(target, tail)
+        diverged = not bool(stats.finite)
+    val = float(task.evaluate(target, "val")["metric"])
+    test = float(task.evaluate(target, "test")["metric"])
     return {
         "test_metric": test,
         "val_metric": val,
@@ -80,8 +90,8 @@ def deploy(agent: Agent, agent_params: PyTree, config: ml_collections.ConfigDict
         "candidate_lrs": [float(x) for x in lrs],
         "candidate_values": [float(v) for v in np.asarray(values)],
         "lr_trajectory": lr_trajectory,
-        "diverged": bool(np.asarray(env_state.diverged)[0]),
-        "steps": int(np.asarray(env_state.target.step)[0]),
+        "diverged": diverged,
+        "steps": int(target.step),
         "wall_seconds": time.time() - start,
         "reset_metric": [float(x) for x in np.asarray(reset_info.metric)],
     }

@@ -115,6 +115,7 @@ def glue_config(task: str) -> ml_collections.ConfigDict:
     c = base_config()
     c.data.name = f"glue/{task}"
     c.data.max_length = 128
+    c.data.val_size = 2000  # validation: a seeded 10% of train, at most this many examples (docs/language.md)
     c.batch_size = batch
     c.steps = steps
     c.decision_interval = k

@@ -113,11 +113,16 @@ class LREnvironment:
               pretrained: PyTree | None = None) -> tuple[PyTree, EnvState, StepInfo]:
         """Sample alpha_1 (unless given), initialize the target and run the first K steps at alpha_1.
 
+        With ``initial_lr`` given, ``key`` itself initializes the target, exactly as ``Task.init(key, lr)`` does, so
+        a deployment with seed s starts from the state a baseline run with seed s starts from (paired seeds).
         ``pretrained`` (e.g. a language model checkpoint) replaces the random initialization where it has weights.
         """
-        lr_key, init_key = jax.random.split(key)
         cfg = self.config
-        lr = sample_initial_lr(lr_key, cfg.prior_lr_min, cfg.prior_lr_max) if initial_lr is None else initial_lr
+        if initial_lr is None:
+            lr_key, init_key = jax.random.split(key)
+            lr = sample_initial_lr(lr_key, cfg.prior_lr_min, cfg.prior_lr_max)
+        else:
+            lr, init_key = initial_lr, key
         target = self.task.init_state(init_key, lr, pretrained)
         target, stats = self.task.train_scan(target, train_data, cfg.decision_interval)
         ok = stats.finite

@@ -71,6 +71,13 @@ def test_bad_values_are_config_errors(tmp_path):
         cli.run("train_target", config, str(tmp_path))
 
 
+def test_vgg_on_28x28_images_is_a_config_error(tiny_fashion_mnist, cache_dir, tmp_path):
+    config = tiny_config(tiny_fashion_mnist, cache_dir)
+    config.model.name = "vgg"
+    with pytest.raises(ConfigError, match="at least 32x32"):
+        cli.run("train_target", config, str(tmp_path))
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "gns_jax.main", *args], capture_output=True, text=True, cwd=REPO,
                           timeout=120)

@@ -155,3 +155,29 @@ def test_apply_without_checkpoint_is_a_clear_error(setup, tmp_path):
     config, task = setup
     with pytest.raises(ConfigError, match="agent_checkpoint"):
         workflows.apply_mode(config, str(tmp_path), task=task)
+
+
+def test_deploy_runs_all_T_steps_paired_with_a_baseline_of_the_same_seed(setup):
+    """A policy that keeps the LR (mu = 0) deploys exactly like a constant baseline run of the same seed, over all
+    T steps even when K does not divide T (the last T - N K steps at the last LR)."""
+    from gns_jax.controllers import ScheduleController
+    from gns_jax.schedules import Eq7Schedule
+
+    config, task = setup
+    config = config.copy_and_resolve_references()
+    config.steps = 55  # N = 5 decision intervals of K = 10, then 5 more steps
+    config.seed = 3
+    agent = Agent(task, config)
+    params = agent.init_params(jax.random.key(0))
+    head = params["params"]["actor"]["m_f"]
+    last = sorted(head)[-1]  # the output Dense of m_f: zero it, so mu = 0.1 tanh(0) = 0
+    head[last] = jax.tree.map(jnp.zeros_like, head[last])
+    result = deploy(agent, params, config, value_fn=lambda obs: -obs.nodes[:, 0, 6])
+    assert result["steps"] == 55
+    assert result["lr_trajectory"] == pytest.approx([result["initial_lr"]] * 5, rel=1e-6)
+    baseline = ScheduleController(Eq7Schedule.constant(result["initial_lr"])).run(task, 55, 10, seed=3)
+    assert baseline["steps"] == 55
+    assert result["val_metric"] == pytest.approx(baseline["val_metric"], abs=1e-6)
+    assert result["test_metric"] == pytest.approx(baseline["test_metric"], abs=1e-6)
+    other_seed = ScheduleController(Eq7Schedule.constant(result["initial_lr"])).run(task, 55, 10, seed=4)
+    assert other_seed["val_metric"] != pytest.approx(baseline["val_metric"], abs=1e-6)

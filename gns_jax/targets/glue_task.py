@@ -87,7 +87,7 @@ def load_glue_task(config: ml_collections.ConfigDict) -> Task:
     splits = load_glue(task_name, data_dir=data_dir, tokenizer_dir=config.data.tokenizer_dir or ckpt,
                        max_length=config.data.max_length, source=config.data.source,
                        tfds_data_dir=config.data.tfds_data_dir or None, split_seed=config.data.split_seed,
-                       train_limit=config.data.train_limit or None)
+                       val_max=int(config.data.val_size), train_limit=config.data.train_limit or None)
     try:
         loaded = load_hf_checkpoint(ckpt, num_labels=splits.num_labels, fresh_head=False)
     except CheckpointError as e:
