@@ -15,7 +15,7 @@ def get_config():
     config.data.name = "fashion_mnist"  # Debian's dataset-fashion-mnist works offline
     config.model.name = "mlp"
     config.model.hidden = (128, 128)  # 784-128-128-10 (Table 20)
-    config.steps = 78_200  # T (Table 7); agents run T // K * K = 78,000 steps (N = T // K decision points)
+    config.steps = 78_200  # T (Table 7); agents decide N = T // K = 156 times, the last 200 steps at the last LR
     config.decision_interval = 500  # K (Table 7)
     config.batch_size = 128  # Table 7
     config.optimizer.name = "adam"  # the optimizer every schedule and GNS drives (through inject_hyperparams)

@@ -80,6 +80,7 @@ def deploy(agent: Agent, agent_params: PyTree, config: ml_collections.ConfigDict
     if tail > 0 and not diverged:  # T - N K remaining steps at the last learning rate
         target, stats = task.train_steps(target, tail)
         diverged = not bool(stats.finite)
+        lr_trajectory.append(lr_trajectory[-1])
     val = float(task.evaluate(target, "val")["metric"])
     test = float(task.evaluate(target, "test")["metric"])
     return {

@@ -1,8 +1,8 @@
 """One controller interface for GNS and every baseline it is compared with (Tables 1, 4, 20).
 
 A *controller* decides the learning rate of one target training run. The run itself is the same for every method
-(``Controller.run``): ``Task.init`` from the seed, then T // K decision points; at each one the controller receives
-an ``Observation`` (step, current learning rate, mean training loss of the last K steps, the target's state) and
+(``Controller.run``): ``Task.init`` from the seed, then ceil(T / K) decision points (the last interval is shorter when
+K does not divide T); at each one the controller receives an ``Observation`` (step, current learning rate, mean training loss of the last K steps, the target's state) and
 returns a *decision* for the next K optimizer steps:
 
     a number     that learning rate, written into ``opt_state.hyperparams['learning_rate']``;
@@ -21,8 +21,8 @@ GNS and its ablations (Table 4: FRS, CSS; and SRLS) are ``AgentController``s aro
 observation (``gns_jax.apply.LearnedScheduler``).
 
 A run returns a JSON-ready dict: ``val_metric``, ``test_metric`` (of the final weights; never used for selection),
-``lr_trajectory`` (the learning rate at the start of every decision interval: T // K values, NaN after a
-divergence), ``train_loss_trajectory``, ``diverged``, ``steps`` and ``wall_seconds``.
+``lr_trajectory`` (the learning rate at the start of every decision interval: ceil(T / K) values, NaN after
+a divergence), ``train_loss_trajectory``, ``diverged``, ``steps`` and ``wall_seconds``.
 """
 
 from __future__ import annotations
@@ -330,7 +330,7 @@ class AgentController(Controller):
             "diverged": out["diverged"],
             "wall_seconds": out["wall_seconds"],
             "decision_interval": int(decision_interval),
-            "lr_trajectory": lrs + [math.nan] * (env_cfg.num_decisions - len(lrs)),
+            "lr_trajectory": lrs + [math.nan] * (len(range(0, int(steps), int(decision_interval))) - len(lrs)),
             "initial_lr": out["initial_lr"],
             "candidate_lrs": out["candidate_lrs"],
             "candidate_values": out["candidate_values"],

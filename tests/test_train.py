@@ -174,7 +174,7 @@ def test_deploy_runs_all_T_steps_paired_with_a_baseline_of_the_same_seed(setup):
     head[last] = jax.tree.map(jnp.zeros_like, head[last])
     result = deploy(agent, params, config, value_fn=lambda obs: -obs.nodes[:, 0, 6])
     assert result["steps"] == 55
-    assert result["lr_trajectory"] == pytest.approx([result["initial_lr"]] * 5, rel=1e-6)
+    assert result["lr_trajectory"] == pytest.approx([result["initial_lr"]] * 6, rel=1e-6)  # the tail's LR too
     baseline = ScheduleController(Eq7Schedule.constant(result["initial_lr"])).run(task, 55, 10, seed=3)
     assert baseline["steps"] == 55
     assert result["val_metric"] == pytest.approx(baseline["val_metric"], abs=1e-6)
