@@ -2,8 +2,8 @@
 
 A *controller* decides the learning rate of one target training run. The run itself is the same for every method
 (``Controller.run``): ``Task.init`` from the seed, then ceil(T / K) decision points (the last interval is shorter when
-K does not divide T); at each one the controller receives an ``Observation`` (step, current learning rate, mean training loss of the last K steps, the target's state) and
-returns a *decision* for the next K optimizer steps:
+K does not divide T); at each one the controller receives an ``Observation`` (step, current learning rate, mean
+training loss of the last K steps, the target's state) and returns a *decision* for the next K optimizer steps:
 
     a number     that learning rate, written into ``opt_state.hyperparams['learning_rate']``;
     a callable   a per-step schedule ``step -> lr`` evaluated inside the K-step ``lax.scan`` (Eq. 7 schedules);

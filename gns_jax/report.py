@@ -194,7 +194,7 @@ def describe_setting(config: ml_collections.ConfigDict) -> str:
         f"Tuning runs use seed {int(cc.tune_seed)}; evaluation seeds 0..{int(cc.num_seeds) - 1}.",
         f"Agents: {episodes} training episodes, p = {a.validation_prob} (FRS, SRLS: 1.0), deployed with",
         f"{int(a.deploy_candidates)} initial-LR candidates (§4.3); they decide N = T // K = {steps // k} times and",
-        f"run all T steps (any last T - N K steps at the last LR) from the baselines' initial weights of each seed.",
+        "run all T steps (any last T - N K steps at the last LR) from the baselines' initial weights of each seed.",
         f"Eq. 7 grid: alpha_max {tuple(sp.alpha_max)}, mu {tuple(sp.mu)}, eta1 {tuple(sp.eta1)},",
         f"eta2 {tuple(sp.eta2)}, p {tuple(sp.power)}; HD: alpha_0 {tuple(cc.hd.alpha0)}, beta {tuple(cc.hd.beta)};",
         f"CMA-ES: {int(cc.cma.evaluations)} evaluations.",
