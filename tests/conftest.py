@@ -37,6 +37,30 @@ def make_fashion_mnist_dir(root: str, num_train: int = 600, num_test: int = 200,
     return root
 
 
+def tiny_mlp_config(data_dir: str, cache_dir: str, *, steps: int = 50, decision_interval: int = 10,
+                    hidden: tuple = (16, 16), eval_batch_size: int = 100, **agent):
+    """A tiny Fashion-MNIST MLP experiment on local files (batch 32, 100 validation images) with a small agent;
+    ``agent`` overrides fields of ``config.agent``."""
+    from gns_jax.config import base_config
+
+    config = base_config()
+    config.data.source = "local"
+    config.data.data_dir = data_dir
+    config.data.cache_dir = cache_dir
+    config.data.val_size = 100
+    config.model.hidden = tuple(hidden)
+    config.steps = steps
+    config.decision_interval = decision_interval
+    config.batch_size = 32
+    config.eval_batch_size = eval_batch_size
+    config.agent.episodes = 2
+    config.agent.encoder_hidden = 8
+    config.agent.head_hidden = 8
+    for k, v in agent.items():
+        config.agent[k] = v
+    return config
+
+
 @pytest.fixture(scope="session")
 def tiny_fashion_mnist(tmp_path_factory) -> str:
     return make_fashion_mnist_dir(str(tmp_path_factory.mktemp("fashion_mnist")))

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DEBIAN_FASHION_MNIST, REPO
+from conftest import DEBIAN_FASHION_MNIST, REPO, tiny_mlp_config
 
 from gns_jax import main as cli
 from gns_jax.config import ConfigError, base_config
@@ -35,17 +35,7 @@ def test_paper_settings():
 
 
 def tiny_config(data_dir, cache_dir):
-    config = base_config()
-    config.data.source = "local"
-    config.data.data_dir = data_dir
-    config.data.cache_dir = cache_dir
-    config.data.val_size = 100
-    config.model.hidden = (32, 32)
-    config.steps = 60
-    config.decision_interval = 25
-    config.batch_size = 32
-    config.eval_batch_size = 64
-    return config
+    return tiny_mlp_config(data_dir, cache_dir, steps=60, decision_interval=25, hidden=(32, 32), eval_batch_size=64)
 
 
 def test_train_target_writes_results(tiny_fashion_mnist, cache_dir, tmp_path):

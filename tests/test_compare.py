@@ -9,7 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, tiny_mlp_config
 
 from gns_jax import compare as cmp
 from gns_jax.agent import Agent
@@ -22,21 +22,8 @@ T, K = 40, 10
 
 
 def tiny_config(data_dir, cache_dir):
-    config = base_config()
-    config.data.source = "local"
-    config.data.data_dir = data_dir
-    config.data.cache_dir = cache_dir
-    config.data.val_size = 100
-    config.model.hidden = (16, 16)
-    config.steps = T
-    config.decision_interval = K
-    config.batch_size = 32
-    config.eval_batch_size = 100
-    config.agent.episodes = 1
-    config.agent.encoder_hidden = 8
-    config.agent.head_hidden = 8
-    config.agent.deploy_candidates = 2
-    config.agent.deploy_pre_decisions = 1
+    config = tiny_mlp_config(data_dir, cache_dir, steps=T, decision_interval=K, episodes=1, deploy_candidates=2,
+                             deploy_pre_decisions=1)
     config.compare = cmp.compare_config()
     cc = config.compare
     cc.num_seeds = 2

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import tiny_mlp_config
 
-from gns_jax.config import base_config
 from gns_jax.controllers import (
     LR_FREE,
     ScheduleController,
@@ -24,17 +24,7 @@ T, K = 40, 10
 
 
 def tiny_config(data_dir, cache_dir):
-    config = base_config()
-    config.data.source = "local"
-    config.data.data_dir = data_dir
-    config.data.cache_dir = cache_dir
-    config.data.val_size = 100
-    config.model.hidden = (16, 16)
-    config.steps = T
-    config.decision_interval = K
-    config.batch_size = 32
-    config.eval_batch_size = 100
-    return config
+    return tiny_mlp_config(data_dir, cache_dir, steps=T, decision_interval=K)
 
 
 @pytest.fixture(scope="module")

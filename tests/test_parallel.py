@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_mlp_config
 
 from gns_jax import parallel
 from gns_jax.agent import Agent
-from gns_jax.config import base_config
 from gns_jax.schedules import Eq7Schedule
 from gns_jax.targets.build import build_task
 from gns_jax.train import episode_decisions, validation_subset
@@ -21,22 +21,7 @@ TOL = dict(rtol=1e-4, atol=1e-5)
 
 
 def small_config(data_dir, cache_dir, **agent):
-    config = base_config()
-    config.data.source = "local"
-    config.data.data_dir = data_dir
-    config.data.cache_dir = cache_dir
-    config.data.val_size = 100
-    config.model.hidden = (16, 16)
-    config.steps = 40
-    config.decision_interval = 10  # 4 decision points, 3 actions per episode
-    config.batch_size = 32
-    config.eval_batch_size = 100
-    config.agent.episodes = 2
-    config.agent.encoder_hidden = 8
-    config.agent.head_hidden = 8
-    for k, v in agent.items():
-        config.agent[k] = v
-    return config
+    return tiny_mlp_config(data_dir, cache_dir, steps=40, **agent)  # 4 decision points, 3 actions per episode
 
 
 @pytest.fixture(scope="module")

@@ -7,33 +7,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_mlp_config
 
 from gns_jax import checkpoints, workflows
 from gns_jax.agent import Agent
 from gns_jax.apply import LearnedScheduler, deploy, select_initial_lr
-from gns_jax.config import base_config
 from gns_jax.targets.build import build_task
 from gns_jax.train import load_agent_params, train_agent
 
 
 def tiny_agent_config(data_dir, cache_dir, **agent):
-    config = base_config()
-    config.data.source = "local"
-    config.data.data_dir = data_dir
-    config.data.cache_dir = cache_dir
-    config.data.val_size = 100
-    config.model.hidden = (16, 16)
-    config.steps = 50
-    config.decision_interval = 10  # 5 decision points, 4 actions per episode
-    config.batch_size = 32
-    config.eval_batch_size = 100
-    config.agent.episodes = 2
-    config.agent.encoder_hidden = 8
-    config.agent.head_hidden = 8
-    config.agent.deploy_candidates = 3
-    for k, v in agent.items():
-        config.agent[k] = v
-    return config
+    """T = 50, K = 10: 5 decision points, 4 actions per episode; 2 episodes."""
+    return tiny_mlp_config(data_dir, cache_dir, **{"deploy_candidates": 3, **agent})
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,14 @@ import os
 import jax
 import numpy as np
 import pytest
+from test_data import make_cifar10_folder
+from test_train import tiny_agent_config
 
 from gns_jax import checkpoints
 from gns_jax.agent import Agent
 from gns_jax.checkpoints import CheckpointError
 from gns_jax.targets.build import build_task
 from gns_jax.train import initial_agent_state, load_agent_params, train_agent
-from tests.test_data import make_cifar10_folder
-from tests.test_train import tiny_agent_config
 
 
 def leaves_equal(a, b) -> bool:
