@@ -9,7 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, tiny_mlp_config
+from conftest import REPO, SHARED_GLUE, tiny_mlp_config
 
 from gns_jax import compare as cmp
 from gns_jax.agent import Agent
@@ -203,15 +203,26 @@ def test_workdir_of_another_experiment_is_refused(setup, tmp_path):
         cmp.compare(config, str(tmp_path), task=task)
 
 
-def load_paper_config():
+def load_config(name="compare_fashion_mnist_mlp"):
     from ml_collections import config_flags
 
-    path = os.path.join(REPO, "configs", "compare_fashion_mnist_mlp.py")
-    return config_flags.config_flags._LoadConfigModule("compare_fashion_mnist_mlp", path).get_config()
+    path = os.path.join(REPO, "configs", f"{name}.py")
+    return config_flags.config_flags._LoadConfigModule(name, path).get_config()
+
+
+def test_minilm_sst2_config():
+    config = load_config("compare_glue_sst2_minilm")
+    assert config.data.name == "glue/sst2" and config.model.name == "transformer" and config.model.checkpoint == ""
+    assert config.optimizer.name == "adamw" and config.optimizer.weight_decay == 0.1 and config.batch_size == 32
+    assert tuple(config.compare.methods) == ("constant", "cosine", "gns")
+    assert config.steps % config.decision_interval == 0
+    # The grid stays inside the agent's initial-LR prior, so GNS and the baselines search the same range.
+    assert all(config.agent.prior_lr_min <= a <= config.agent.prior_lr_max for a in config.compare.space.alpha_max)
+    assert os.path.normpath(os.path.join(REPO, config.data.data_dir)) == SHARED_GLUE  # run from the repo root
 
 
 def test_paper_config():
-    config = load_paper_config()
+    config = load_config()
     assert (config.steps, config.decision_interval, config.batch_size) == (78_200, 500, 128)
     assert config.model.name == "mlp" and tuple(config.model.hidden) == (128, 128)
     assert config.optimizer.name == "adam" and config.agent.episodes == 30 and config.agent.validation_prob == 0.2
