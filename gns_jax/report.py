@@ -187,6 +187,15 @@ def describe_setting(config: ml_collections.ConfigDict) -> str:
     steps, k = int(config.steps), int(config.decision_interval)
     episodes = int(cc.agent_episodes) or int(a.episodes)
     sp = cc.space
+    methods = set(cc.methods)
+    searches = []  # only the search spaces of the methods the experiment runs
+    if methods & {"constant", "polynomial", "cosine"}:
+        searches.append(f"Eq. 7 grid: alpha_max {tuple(sp.alpha_max)}, mu {tuple(sp.mu)}, eta1 {tuple(sp.eta1)}, "
+                        f"eta2 {tuple(sp.eta2)}, p {tuple(sp.power)}.")
+    if methods & {"adam_hd", "sgd_hd"}:
+        searches.append(f"HD: alpha_0 {tuple(cc.hd.alpha0)}, beta {tuple(cc.hd.beta)}.")
+    if "cmaes" in methods:
+        searches.append(f"CMA-ES: {int(cc.cma.evaluations)} evaluations.")
     return " ".join([
         f"Setting: {config.data.name}, {config.model.name} {_model_size(config)}, {config.optimizer.name},",
         f"batch {int(config.batch_size)}, T = {steps:,}, K = {k},",
@@ -195,15 +204,18 @@ def describe_setting(config: ml_collections.ConfigDict) -> str:
         f"Agents: {episodes} training episodes, p = {a.validation_prob} (FRS, SRLS: 1.0), deployed with",
         f"{int(a.deploy_candidates)} initial-LR candidates (§4.3); they decide N = T // K = {steps // k} times and",
         "run all T steps (any last T - N K steps at the last LR) from the baselines' initial weights of each seed.",
-        f"Eq. 7 grid: alpha_max {tuple(sp.alpha_max)}, mu {tuple(sp.mu)}, eta1 {tuple(sp.eta1)},",
-        f"eta2 {tuple(sp.eta2)}, p {tuple(sp.power)}; HD: alpha_0 {tuple(cc.hd.alpha0)}, beta {tuple(cc.hd.beta)};",
-        f"CMA-ES: {int(cc.cma.evaluations)} evaluations.",
-    ])
+    ] + searches)
 
 
 def _model_size(config: ml_collections.ConfigDict) -> str:
     m = config.model
-    return f"hidden {tuple(m.hidden)}" if m.name == "mlp" else (f"depth {m.depth}" if m.name == "resnet" else "")
+    if m.name == "mlp":
+        return f"hidden {tuple(m.hidden)}"
+    if m.name == "resnet":
+        return f"depth {m.depth}"
+    if m.name == "transformer":
+        return os.path.basename(str(m.checkpoint).rstrip("/")) if m.checkpoint else "(offline MiniLM)"
+    return ""
 
 
 def report(config: ml_collections.ConfigDict, workdir: str) -> dict:
