@@ -29,7 +29,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from gns_jax.compare import METHODS, point_id, read_json  # noqa: E402
+from gns_jax.compare import AGENT_METHODS, METHODS, point_id, read_json  # noqa: E402
 from gns_jax.config import ConfigError  # noqa: E402
 
 LABELS = {
@@ -196,15 +196,18 @@ def describe_setting(config: ml_collections.ConfigDict) -> str:
         searches.append(f"HD: alpha_0 {tuple(cc.hd.alpha0)}, beta {tuple(cc.hd.beta)}.")
     if "cmaes" in methods:
         searches.append(f"CMA-ES: {int(cc.cma.evaluations)} evaluations.")
+    agents = []
+    if methods & set(AGENT_METHODS):
+        agents = [f"Agents: {episodes} training episodes, p = {a.validation_prob} (FRS, SRLS: 1.0), deployed with "
+                  f"{int(a.deploy_candidates)} initial-LR candidates (§4.3); they decide N = T // K = {steps // k} "
+                  "times and run all T steps (any last T - N K steps at the last LR) from the baselines' initial "
+                  "weights of each seed."]
     return " ".join([
         f"Setting: {config.data.name}, {config.model.name} {_model_size(config)}, {config.optimizer.name},",
         f"batch {int(config.batch_size)}, T = {steps:,}, K = {k},",
         f"{int(config.data.val_size):,} validation examples drawn from the train set.",
         f"Tuning runs use seed {int(cc.tune_seed)}; evaluation seeds 0..{int(cc.num_seeds) - 1}.",
-        f"Agents: {episodes} training episodes, p = {a.validation_prob} (FRS, SRLS: 1.0), deployed with",
-        f"{int(a.deploy_candidates)} initial-LR candidates (§4.3); they decide N = T // K = {steps // k} times and",
-        "run all T steps (any last T - N K steps at the last LR) from the baselines' initial weights of each seed.",
-    ] + searches)
+    ] + agents + searches)
 
 
 def _model_size(config: ml_collections.ConfigDict) -> str:

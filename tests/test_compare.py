@@ -244,3 +244,16 @@ def test_cli_compare_and_report(tiny_fashion_mnist, cache_dir, tmp_path):
     run = json.loads((tmp_path / "runs" / "constant" / "seed_0.json").read_text())
     assert run["hparams"] == {"alpha": 0.001} and run["steps"] == 20
     assert (tmp_path / "report.md").exists() and (tmp_path / "report.png").exists()
+
+
+def test_report_setting_names_only_the_methods_that_run():
+    from gns_jax.report import describe_setting
+
+    config = load_config()
+    full = describe_setting(config)
+    assert "Agents: 30 training episodes" in full and "N = T // K = 156" in full
+    assert "Eq. 7 grid" in full and "HD: alpha_0" in full and "CMA-ES: 50 evaluations" in full
+    config.compare.methods = ("constant",)
+    only_constant = describe_setting(config)
+    assert "Eq. 7 grid" in only_constant
+    assert "Agents:" not in only_constant and "HD:" not in only_constant and "CMA-ES" not in only_constant

@@ -57,8 +57,9 @@ def load_image_task(config: ml_collections.ConfigDict) -> Task:
     from gns_jax.data import load_image_dataset
 
     d = config.data
-    if config.model.name == "vgg" and d.name in ("fashion_mnist", "mnist"):
-        raise ConfigError(f"VGG-16's five 2x2 max-pools need images of at least 32x32; {d.name} has 28x28 "
+    side = input_shape(config)["x"].shape[1]
+    if config.model.name == "vgg" and side < 32:
+        raise ConfigError(f"VGG-16's five 2x2 max-pools need images of at least 32x32; {d.name} has {side}x{side} "
                           "(use model.name='mlp' or 'resnet', or data.name='cifar10' / 'cifar100')")
     splits = load_image_dataset(d.name, source=d.source, data_dir=d.data_dir or None,
                                 tfds_data_dir=d.tfds_data_dir or None, cache_dir=d.cache_dir or None,
