@@ -89,7 +89,7 @@ def env_config(config: ml_collections.ConfigDict) -> EnvConfig:
 # Fields that change neither the environment nor the agent's programs (jit keys on the rest).
 _NON_PROGRAM_FIELDS = ("episodes", "init_checkpoint", "deploy_candidates", "deploy_pre_decisions", "num_envs",
                        "num_devices", "truncated_episodes", "truncated_fraction", "val_subsample",
-                       "checkpoint_every")
+                       "checkpoint_every", "keep_checkpoints")
 
 
 class Agent:

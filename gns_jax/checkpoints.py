@@ -30,6 +30,14 @@ def latest_step(directory: str) -> int | None:
         return manager.latest_step()
 
 
+def all_steps(directory: str) -> list[int]:
+    """Every complete checkpoint step in ``directory``, ascending (empty when there is none)."""
+    if not os.path.isdir(directory):
+        return []
+    with _manager(directory) as manager:
+        return sorted(manager.all_steps())
+
+
 def save(directory: str, step: int, state: Any, history: dict, max_to_keep: int | None = 3) -> str:
     """Save ``state`` (a pytree of arrays; PRNG keys as ``jax.random.key_data``) and ``history`` (JSON)."""
     with _manager(directory, max_to_keep) as manager:

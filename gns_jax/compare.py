@@ -49,6 +49,7 @@ from gns_jax.controllers import (
 from gns_jax.schedules import Eq7Schedule
 from gns_jax.targets.task import Task
 
+AGENT_SELECTIONS = ("last", "best_val")
 SCHEDULE_METHODS = ("constant", "polynomial", "cosine")
 HD_METHODS = {"adam_hd": "adam", "sgd_hd": "sgd"}
 # Table 4's ablations and SRLS: agent settings that differ from GNS (encoder 'gcn', p from config.agent).
@@ -82,6 +83,7 @@ def compare_config(domain: str = "images") -> ml_collections.ConfigDict:
     c.tune_seed = 1000  # seed of every tuning run (grid points, CMA-ES evaluations); not an evaluation seed
     c.agent_seed = 0  # seed of agent training (GNS, FRS, CSS, SRLS)
     c.agent_episodes = 0  # agent-training episodes; 0 = config.agent.episodes
+    c.agent_selection = "last"  # agent deployed: 'last' (Algorithm 1) | 'best_val' (policy of the best-val episode)
     c.space = ml_collections.ConfigDict(dict(TABLE5_SPACE if images else TABLE6_SPACE))  # Eq. 7 grid
     c.hd = ml_collections.ConfigDict()
     c.hd.alpha0 = (1e-1, 1e-2, 1e-3) if images else (1e-5, 2e-5)  # alpha_0 of Adam-HD / SGD-HD (App. B.4)
@@ -300,6 +302,9 @@ def _check(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"unknown methods {unknown} in config.compare.methods; choose from {METHODS}")
     if int(config.compare.num_seeds) < 1:
         raise ConfigError("config.compare.num_seeds must be >= 1")
+    if config.compare.get("agent_selection", "last") not in AGENT_SELECTIONS:
+        raise ConfigError(f"unknown compare.agent_selection {config.compare.agent_selection!r}; choose from "
+                          f"{AGENT_SELECTIONS}")
 
 
 def run_dir(workdir: str, name: str) -> str:
@@ -328,7 +333,15 @@ def tune_method(name: str, config: ml_collections.ConfigDict, workdir: str, task
                                 "episodes": int(cfg.agent.episodes)},
                     "agent_checkpoint": out["results"]["agent_checkpoint"], "tuning_runs": len(episodes),
                     "tuning_wall_seconds": float(sum(e["wall_seconds"] for e in episodes))}
-        controller = AgentController(out["agent"], out["state"].ppo.params, cfg, name=name)
+        params = out["state"].ppo.params
+        if cc.agent_selection == "best_val":
+            episode, params = best_validation_agent(out, os.path.join(workdir, "agents", name),
+                                                    task.higher_is_better)
+            selected["agent_checkpoint"] = os.path.join(os.path.abspath(workdir), "agents", name, "checkpoints",
+                                                        str(episode))
+            selected["selected_episode"] = episode
+        selected["agent_selection"] = str(cc.agent_selection)
+        controller = AgentController(out["agent"], params, cfg, name=name)
         return selected, lambda hp: controller
 
     def evaluate(hp):
@@ -348,6 +361,27 @@ def tune_method(name: str, config: ml_collections.ConfigDict, workdir: str, task
                 "val_metric": results[best]["val_metric"], "tuning_runs": len(results),
                 "tuning_wall_seconds": float(sum(r["wall_seconds"] for r in results))}
     return selected, lambda hp: controller_for(name, hp, config)
+
+
+def best_validation_agent(out: dict, agent_dir: str, higher_is_better: bool = True) -> tuple[int, object]:
+    """The policy of the training episode with the best validation metric: (episode e, its parameters).
+
+    Checkpoint e holds the agent *before* the PPO update of episode e (step 0 is the initial agent), i.e. the policy
+    that played episode e. A selection on validation only, like every grid search here; the test metric is not read.
+    """
+    from gns_jax import checkpoints
+    from gns_jax.train import CHECKPOINT_DIR
+
+    episodes = out["results"]["episodes"]
+    if not episodes:
+        raise ConfigError(f"no finished agent-training episode in {agent_dir}; cannot select on validation")
+    e = int(episodes[select_best(episodes, higher_is_better)]["episode"])
+    ckpt_dir = os.path.join(agent_dir, CHECKPOINT_DIR)
+    if e not in checkpoints.all_steps(ckpt_dir):
+        raise ConfigError(f"agent_selection='best_val' needs the checkpoint of episode {e} in {ckpt_dir}, which was "
+                          "not kept; train with agent.checkpoint_every=1 and agent.keep_checkpoints=0")
+    state, _, _ = checkpoints.restore(ckpt_dir, out["state"], step=e)
+    return e, state.ppo.params
 
 
 EXPERIMENT_FIELDS = ("steps", "decision_interval", "batch_size", "data", "model", "optimizer")
@@ -380,8 +414,13 @@ def compare(config: ml_collections.ConfigDict, workdir: str, task: Task | None =
         missing = [s for s in seeds if read_json(seed_path(workdir, name, s)) is None]
         counts.skipped_runs += len(seeds) - len(missing)
         selected_path = os.path.join(workdir, "tune", name, "selected.json")
+        previous = read_json(selected_path)
+        held = None if previous is None else previous.get("agent_selection", "last")
+        if name in AGENT_METHODS and held not in (None, cc.agent_selection):
+            raise ConfigError(f"{workdir} holds {name} runs with agent_selection={held!r}, not "
+                              f"{cc.agent_selection!r}; use a new workdir (copy agents/ into it to skip training)")
         if not missing:
-            summary[name] = read_json(selected_path)
+            summary[name] = previous
             continue
         if task is None:
             from gns_jax.targets.build import build_task

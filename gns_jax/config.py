@@ -74,6 +74,7 @@ def agent_config() -> ml_collections.ConfigDict:
     a.truncated_fraction = 0.25  # ...after this fraction of T; PPO bootstraps the cut with V(s)
     a.val_subsample = 0  # Eq. 3 validation on this many examples, redrawn every episode (0 = the whole split)
     a.checkpoint_every = 1  # episodes between agent checkpoints (the last episode is always saved)
+    a.keep_checkpoints = 0  # agent checkpoints kept (0 = all: compare's agent_selection='best_val' reads them)
     a.validation_prob = 0.2  # p: chance that a decision point is validated (Eq. 3)
     a.prior_lr_min = 1e-4  # D_alpha: the initial learning rate is log-uniform on [prior_lr_min, prior_lr_max]
     a.prior_lr_max = 1e-2

@@ -208,9 +208,12 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
     ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
     state = initial_agent_state(agent, config)
     history: dict = {"episodes": []}
+    keep = int(a.get("keep_checkpoints", 0)) or None  # None: orbax keeps every checkpoint
     if checkpoints.latest_step(ckpt_dir) is not None:
         state, history, step = checkpoints.restore(ckpt_dir, state)
         logging.info("resuming after episode %d from %s", step, ckpt_dir)
+    else:  # step 0 is the initial agent: the policy of episode 0 (checkpoint e holds the policy of episode e)
+        checkpoints.save(ckpt_dir, 0, state, history, max_to_keep=keep)
     base_key = jax.random.wrap_key_data(state.key)
     total = int(a.episodes)
     first = int(state.episode)
@@ -249,7 +252,8 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
             writer.write(episode, {k: v for k, v in summary.items() if isinstance(v, int | float)})
             writer.flush()
             if (episode + 1) % checkpoint_every == 0 or episode + 1 == last:
-                history["agent_checkpoint"] = checkpoints.save(ckpt_dir, episode + 1, state, history)
+                history["agent_checkpoint"] = checkpoints.save(ckpt_dir, episode + 1, state, history,
+                                                                   max_to_keep=keep)
             bar.write(f"episode {episode + 1}: return {summary['return']:+.4f}  val {summary['val_metric']:.4f}  "
                       f"test {summary['test_metric']:.4f}  initial lr {summary['initial_lr']:.2e}")
     bar.close()

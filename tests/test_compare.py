@@ -257,3 +257,55 @@ def test_report_setting_names_only_the_methods_that_run():
     only_constant = describe_setting(config)
     assert "Eq. 7 grid" in only_constant
     assert "Agents:" not in only_constant and "HD:" not in only_constant and "CMA-ES" not in only_constant
+
+
+def test_best_validation_agent_selection(setup, tmp_path):
+    """agent_selection='best_val' deploys the policy of the best-validation episode (checkpoint e = its policy)."""
+    import copy
+
+    from gns_jax import checkpoints
+    from gns_jax.train import initial_agent_state, train_agent
+
+    config, task = setup
+    cfg = copy.deepcopy(config)
+    cfg.agent.episodes = 3
+    cfg.compare.methods = ("gns",)
+    cfg.compare.num_seeds = 1
+    cfg.compare.agent_selection = "best_val"
+    workdir = str(tmp_path / "best")
+    cmp.compare(cfg, workdir, task=task)
+    selected = json.loads(open(os.path.join(workdir, "tune", "gns", "selected.json")).read())
+    rows = list(csv.DictReader(open(os.path.join(workdir, "agents", "gns", "logs", "episodes.csv"))))
+    vals = [float(r["val_metric"]) for r in rows]
+    assert len(vals) == 3 and selected["selected_episode"] == int(np.argmax(vals))
+    assert selected["agent_selection"] == "best_val"
+    assert selected["agent_checkpoint"].endswith(os.path.join("checkpoints", str(selected["selected_episode"])))
+
+    # Every checkpoint is kept, step 0 included; step 0 is the initial agent, the policy that played episode 0.
+    agent_dir = os.path.join(workdir, "agents", "gns")
+    ckpt_dir = os.path.join(agent_dir, "checkpoints")
+    assert checkpoints.all_steps(ckpt_dir) == [0, 1, 2, 3]
+    agent_cfg = cmp.agent_method_config("gns", cfg)
+    out = train_agent(agent_cfg, agent_dir, task=task, progress=False)  # all done: restores the last episode
+    initial = initial_agent_state(out["agent"], agent_cfg)
+    step0, _, _ = checkpoints.restore(ckpt_dir, out["state"], step=0)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(step0.ppo.params),
+                                                    jax.tree.leaves(initial.ppo.params), strict=True))
+    e, params = cmp.best_validation_agent(out, agent_dir)
+    at_e, _, _ = checkpoints.restore(ckpt_dir, out["state"], step=e)
+    assert e == selected["selected_episode"]
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(at_e.ppo.params),
+                                                    strict=True))
+    last = jax.tree.leaves(out["state"].ppo.params)
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), last, strict=True))  # e < 3
+
+    # A workdir holding one selection refuses the other; a checkpoint that was not kept is a clear error.
+    cfg.compare.agent_selection = "last"
+    with pytest.raises(ConfigError, match="agent_selection='best_val'"):
+        cmp.compare(cfg, workdir, task=task)
+    cfg.compare.agent_selection = "newest"
+    with pytest.raises(ConfigError, match="unknown compare.agent_selection"):
+        cmp.compare(cfg, workdir, task=task)
+    fake = {"results": {"episodes": [{"episode": 7, "val_metric": 0.5}]}, "state": out["state"]}
+    with pytest.raises(ConfigError, match="keep_checkpoints=0"):
+        cmp.best_validation_agent(fake, agent_dir)
