@@ -75,6 +75,7 @@ def ppo_config(agent_cfg: ml_collections.ConfigDict, axis_name: str | None = Non
                      vf_coef=agent_cfg.vf_coef, ent_coef=agent_cfg.ent_coef, actor_lr=agent_cfg.actor_lr,
                      critic_lr=agent_cfg.critic_lr, epochs=agent_cfg.ppo_epochs,
                      num_minibatches=agent_cfg.num_minibatches, max_grad_norm=agent_cfg.max_grad_norm,
+                     center_advantages=bool(agent_cfg.get("center_advantages", True)),
                      axis_name=axis_name)
 
 

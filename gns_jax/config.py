@@ -96,6 +96,7 @@ def agent_config() -> ml_collections.ConfigDict:
     a.critic_lr = 5e-3  # Adam, critic (App. D)
     a.ppo_epochs = 4  # passes over the episode's transitions per update
     a.num_minibatches = 1
+    a.center_advantages = True  # subtract the batch mean of the advantages before scaling (see PPOConfig)
     a.max_grad_norm = 0.5
     a.init_checkpoint = ""  # start from this agent checkpoint (transfer, §5.4)
     a.deploy_candidates = 5  # apply: initial learning rates tried (§4.3)

@@ -130,6 +130,9 @@ class PPOConfig:
       epochs: passes over the batch per update.
       num_minibatches: minibatches per epoch; T·N (per device) must be divisible by it.
       normalize_advantages: standardize Â over the (global, masked) batch before the epochs.
+      center_advantages: with normalization, subtract the batch mean first (standard PPO). False only divides
+        by the root mean square, which keeps the sign of a whole batch: with one environment per update, a
+        batch whose every return fell short of V(s) (e.g. an episode that collapsed) still pushes its actions down.
       max_grad_norm: clip the global gradient norm to this value; None disables clipping.
       clip_value: if set, clip V to V_old ± clip_value in the value loss; None disables it.
       encoder_group: which optimizer ('actor' or 'critic') steps parameters outside 'actor'/'critic'.
@@ -146,6 +149,7 @@ class PPOConfig:
     epochs: int = struct.field(pytree_node=False, default=4)
     num_minibatches: int = struct.field(pytree_node=False, default=1)
     normalize_advantages: bool = struct.field(pytree_node=False, default=True)
+    center_advantages: bool = struct.field(pytree_node=False, default=True)
     max_grad_norm: float | None = struct.field(pytree_node=False, default=0.5)
     clip_value: float | None = struct.field(pytree_node=False, default=None)
     encoder_group: str = struct.field(pytree_node=False, default=ACTOR)
@@ -339,12 +343,12 @@ def ppo_loss(
 # Update
 
 
-def _normalize(adv: jax.Array, valid: jax.Array, axis_name: str | None) -> jax.Array:
+def _normalize(adv: jax.Array, valid: jax.Array, axis_name: str | None, center: bool = True) -> jax.Array:
     v = valid.astype(adv.dtype)
     s1, s0 = jnp.sum(adv * v), jnp.sum(v)
     if axis_name is not None:
         s1, s0 = jax.lax.psum(s1, axis_name), jax.lax.psum(s0, axis_name)
-    mu = s1 / jnp.maximum(s0, 1.0)
+    mu = s1 / jnp.maximum(s0, 1.0) if center else jnp.zeros((), adv.dtype)
     s2 = jnp.sum(jnp.square(adv - mu) * v)
     if axis_name is not None:
         s2 = jax.lax.psum(s2, axis_name)
@@ -366,7 +370,7 @@ def make_batch(trajectory: Transition, last_value: jax.Array, config: PPOConfig)
         traj.reward, traj.value, dones, last_value, config.gamma, config.gae_lambda
     )
     if config.normalize_advantages:
-        advantages = _normalize(advantages, valid, config.axis_name)
+        advantages = _normalize(advantages, valid, config.axis_name, config.center_advantages)
     batch = PPOBatch(
         obs=traj.obs,
         action=traj.action,

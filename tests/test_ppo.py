@@ -160,6 +160,21 @@ def test_normalized_advantages_use_valid_steps_only():
     assert np.all(adv[~v] == 0.0)
 
 
+def test_uncentered_advantages_keep_the_batch_sign():
+    valid = jnp.arange(T)[:, None] < jnp.array([6, 2, 4, 1])[None, :]
+    params, trajectory, last_value = _problem(valid=valid)
+    trajectory = trajectory.replace(reward=trajectory.reward - 10.0)  # every return falls short of V(s)
+    raw = _make_batch(trajectory, last_value, PPOConfig(normalize_advantages=False))
+    centered = _make_batch(trajectory, last_value, PPOConfig())
+    scaled = _make_batch(trajectory, last_value, PPOConfig(center_advantages=False))
+    v = np.asarray(raw.valid)
+    a = np.asarray(raw.advantage)[v]
+    assert np.all(a < 0)
+    np.testing.assert_allclose(np.asarray(scaled.advantage)[v], a / np.sqrt(np.mean(a**2)), rtol=1e-5)
+    assert np.all(np.asarray(scaled.advantage)[~v] == 0.0)
+    assert np.asarray(centered.advantage)[v].max() > 0  # centering re-signs part of an all-negative batch
+
+
 def test_mask_excludes_steps():
     valid = jnp.arange(T)[:, None] < jnp.array([6, 2, 4, 1])[None, :]
     config = CONFIG
