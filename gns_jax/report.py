@@ -81,15 +81,19 @@ def summarize(workdir: str, methods: Sequence[str] = ()) -> list[dict]:
             "run_seconds": run_seconds, "tuning_seconds": tuning_seconds,
             "total_seconds": tuning_seconds + float(sum(r["wall_seconds"] for r in rs)),
             "search": selected.get("search", ""), "tuning_runs": int(selected.get("tuning_runs", 0)),
-            "hparams": rs[0].get("hparams", {}),
+            "hparams": rs[0].get("hparams", {}), "agent_selection": selected.get("agent_selection", ""),
+            "selected_episode": selected.get("selected_episode"),
             "lr_trajectory": rs[0]["lr_trajectory"], "decision_interval": int(rs[0].get("decision_interval", 1)),
         })
     return rows
 
 
-def _fmt_hparams(method: str, hp: dict) -> str:
+def _fmt_hparams(method: str, hp: dict, row: dict | None = None) -> str:
     if method in GNS_FAMILY + ("srls",):
-        return f"encoder {hp.get('encoder')}, p = {hp.get('validation_prob')}, {hp.get('episodes')} episodes"
+        text = f"encoder {hp.get('encoder')}, p = {hp.get('validation_prob')}, {hp.get('episodes')} episodes"
+        if row and row.get("agent_selection") == "best_val":
+            text += f"; policy of episode {row['selected_episode']} (best validation)"
+        return text
     return point_id(hp).replace(",", ", ")
 
 
@@ -150,7 +154,8 @@ def write_report(workdir: str, out_dir: str | None = None, name: str = "report",
 
     with open(paths["csv"], "w", newline="") as f:
         fields = ["method", "seeds", "test_mean", "test_std", "val_mean", "val_std", "diverged", "steps",
-                  "run_seconds", "tuning_seconds", "total_seconds", "tuning_runs", "search", "hparams"]
+                  "run_seconds", "tuning_seconds", "total_seconds", "tuning_runs", "search", "hparams",
+                  "agent_selection", "selected_episode"]
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for r in rows:
@@ -169,7 +174,7 @@ def write_report(workdir: str, out_dir: str | None = None, name: str = "report",
         if r["diverged"]:
             test += f" ({r['diverged']} diverged)"
         cells = [r["label"], test, f"{r['val_mean'] * scale:.2f}", str(r["seeds"]),
-                 _fmt_hparams(r["method"], r["hparams"]), r["search"], f"{r['run_seconds']:.1f}",
+                 _fmt_hparams(r["method"], r["hparams"], r), r["search"], f"{r['run_seconds']:.1f}",
                  f"{r['tuning_seconds']:.0f}"] + ([ref.get(r["method"], "—")] if ref else [])
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", verdict(rows, scale), "",
@@ -198,10 +203,12 @@ def describe_setting(config: ml_collections.ConfigDict) -> str:
         searches.append(f"CMA-ES: {int(cc.cma.evaluations)} evaluations.")
     agents = []
     if methods & set(AGENT_METHODS):
-        agents = [f"Agents: {episodes} training episodes, p = {a.validation_prob} (FRS, SRLS: 1.0), deployed with "
-                  f"{int(a.deploy_candidates)} initial-LR candidates (§4.3); they decide N = T // K = {steps // k} "
-                  "times and run all T steps (any last T - N K steps at the last LR) from the baselines' initial "
-                  "weights of each seed."]
+        deployed = ("the policy of the best-validation training episode"
+                    if cc.get("agent_selection", "last") == "best_val" else "the last agent")
+        agents = [f"Agents: {episodes} training episodes, p = {a.validation_prob} (FRS, SRLS: 1.0); {deployed} is "
+                  f"deployed with {int(a.deploy_candidates)} initial-LR candidates (§4.3); they decide "
+                  f"N = T // K = {steps // k} times and run all T steps (any last T - N K steps at the last LR) "
+                  "from the baselines' initial weights of each seed."]
     return " ".join([
         f"Setting: {config.data.name}, {config.model.name} {_model_size(config)}, {config.optimizer.name},",
         f"batch {int(config.batch_size)}, T = {steps:,}, K = {k},",

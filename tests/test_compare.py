@@ -15,7 +15,7 @@ from gns_jax import compare as cmp
 from gns_jax.agent import Agent
 from gns_jax.config import ConfigError, base_config
 from gns_jax.controllers import AgentController
-from gns_jax.report import LABELS, write_report
+from gns_jax.report import LABELS, describe_setting, write_report
 from gns_jax.targets.build import build_task
 
 T, K = 40, 10
@@ -298,6 +298,10 @@ def test_best_validation_agent_selection(setup, tmp_path):
                                                     strict=True))
     last = jax.tree.leaves(out["state"].ppo.params)
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), last, strict=True))  # e < 3
+
+    out_report = write_report(workdir, methods=("gns",), title="best", preamble=describe_setting(cfg))
+    text = open(out_report["md"]).read()
+    assert f"policy of episode {e} (best validation)" in text and "best-validation training episode" in text
 
     # A workdir holding one selection refuses the other; a checkpoint that was not kept is a clear error.
     cfg.compare.agent_selection = "last"
