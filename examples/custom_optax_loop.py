@@ -1,11 +1,13 @@
-"""A trained GNS scheduler driving a hand-written optax training loop (``gns_jax.apply.LearnedScheduler``).
+"""A trained GNS scheduler inside a hand-written optax training loop (``gns_jax.scheduled``).
 
     python examples/custom_optax_loop.py --checkpoint=W/agent/checkpoints --config=configs/quickstart.py
 
 The agent checkpoint comes from ``--mode=train_agent`` (or ``make run``, which writes one under
-workdirs/quickstart/agent/checkpoints). The loop below is ordinary user code: its own model call, loss, optax
-optimizer and batches. Every K steps it hands the scheduler the parameters, the last gradients, the mean loss and
-the current learning rate, and writes the returned learning rate into the optimizer state.
+workdirs/quickstart/agent/checkpoints). The loop below is ordinary user code: its own model call, loss, batches and
+jitted step. The only GNS-specific lines build the optimizer: ``gns_jax.scheduled(optax.adam, policy, ...)`` is an
+optax transformation that every K steps observes the parameters, the gradients and the mean loss it was handed and
+sets the learning rate of the next K steps by the policy's mean action (Eq. 4), inside the jitted step. The loss goes
+in as ``value=`` (optax's ``extra_args`` convention); clipping can come first in an ``optax.chain``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 import optax
 from ml_collections import config_flags
 
-from gns_jax.apply import LearnedScheduler
+import gns_jax
+from gns_jax.targets.build import build_task
 
 
 def load_config(path: str):
@@ -27,13 +30,17 @@ def load_config(path: str):
     return config_flags.config_flags._LoadConfigModule(name, path).get_config()
 
 
-def run(config, checkpoint: str, steps: int, k: int, initial_lr: float = 1e-3, seed: int = 0) -> dict:
-    scheduler = LearnedScheduler.from_checkpoint(config, checkpoint)
-    task = scheduler.agent.task  # the model and data the config names (the agent was trained for this architecture)
+def run(config, checkpoint: str, steps: int, initial_lr: float = 1e-3, clip: float | None = None,
+        seed: int = 0) -> dict:
+    task = build_task(config)  # the model and data the config names (the agent was trained for this architecture)
+    policy = gns_jax.TrainedPolicy.from_checkpoint(config, checkpoint, task)
     train, test = task.data["train"], task.data["test"]
     to_inputs = lambda images: jnp.asarray(images, jnp.float32).reshape(len(images), -1) / 255.0
 
-    tx = optax.inject_hyperparams(optax.adam)(learning_rate=initial_lr)
+    # The learned schedule: Adam whose learning rate the policy sets every K steps over a run of `steps` steps.
+    tx = gns_jax.scheduled(optax.adam, policy, learning_rate=initial_lr, total_steps=steps)
+    if clip is not None:
+        tx = optax.chain(optax.clip_by_global_norm(clip), tx)
     params = task.model.init(jax.random.key(seed), to_inputs(train["image"][:1]))["params"]
     opt_state = tx.init(params)
 
@@ -44,20 +51,16 @@ def run(config, checkpoint: str, steps: int, k: int, initial_lr: float = 1e-3, s
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, grads
+        updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+        return optax.apply_updates(params, updates), opt_state, loss
 
     rng = np.random.default_rng(seed)
-    lr, lrs = initial_lr, []
-    for _ in range(steps // k):
-        losses = []
-        for _ in range(k):
-            idx = rng.integers(0, len(train["label"]), task.batch_size)
-            params, opt_state, loss, grads = train_step(params, opt_state, train["image"][idx], train["label"][idx])
-            losses.append(loss)
-        lrs.append(lr)
-        lr = float(scheduler(params, grads, jnp.mean(jnp.stack(losses)), lr))  # the next K steps use this LR
-        opt_state.hyperparams["learning_rate"] = jnp.asarray(lr)
+    lrs = []
+    for step in range(steps):
+        if step % policy.decision_interval == 0:
+            lrs.append(float(gns_jax.current_learning_rate(opt_state)))  # alpha of this block of K steps
+        idx = rng.integers(0, len(train["label"]), task.batch_size)
+        params, opt_state, _ = train_step(params, opt_state, train["image"][idx], train["label"][idx])
     logits = task.model.apply({"params": params}, to_inputs(test["image"]))
     accuracy = float(jnp.mean(jnp.argmax(logits, -1) == test["label"]))
     return {"test_accuracy": accuracy, "lr_trajectory": lrs}
@@ -68,9 +71,10 @@ def main():
     parser.add_argument("--checkpoint", required=True, help="agent checkpoint directory (from train_agent)")
     parser.add_argument("--config", default="configs/quickstart.py", help="the config the agent was trained with")
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--k", type=int, default=200, help="optimizer steps between two scheduler calls")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the first K steps")
+    parser.add_argument("--clip", type=float, default=None, help="clip gradients by this global norm first")
     args = parser.parse_args()
-    out = run(load_config(args.config), args.checkpoint, args.steps, args.k)
+    out = run(load_config(args.config), args.checkpoint, args.steps, args.lr, args.clip)
     print(f"lr trajectory: {', '.join(f'{x:.2e}' for x in out['lr_trajectory'])}")
     print(f"test accuracy: {out['test_accuracy']:.4f}")
 

@@ -1,3 +1,9 @@
 """gns_jax: learning-rate schedules learned by a graph-network PPO agent (Xiong et al., ICLR 2022, "GNS")."""
 
 __version__ = "0.1.0"
+
+# The trained scheduler as an optax transformation. This binds ``gns_jax.scheduled`` to the function (the module is
+# ``gns_jax.scheduled`` in ``sys.modules``: ``from gns_jax.scheduled import TrainedPolicy`` works as usual).
+from gns_jax.scheduled import ScheduledState, TrainedPolicy, current_learning_rate, scheduled  # noqa: E402
+
+__all__ = ["ScheduledState", "TrainedPolicy", "current_learning_rate", "scheduled"]

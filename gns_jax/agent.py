@@ -33,7 +33,7 @@ from flax import struct
 from gns_jax.config import config_to_dict
 from gns_jax.env import EnvConfig, EnvState, LREnvironment, StepInfo
 from gns_jax.gcn import make_encoder
-from gns_jax.graph import build_graph_structure, node_features
+from gns_jax.graph import FEATURE_NAMES, build_graph_structure, node_features
 from gns_jax.policy import ActorCritic, lr_update, select_action
 from gns_jax.ppo import PPOConfig, PPOState, Transition, ppo_update
 from gns_jax.targets.task import (
@@ -48,6 +48,7 @@ from gns_jax.targets.task import (
 
 PyTree = Any
 DEVICE_AXIS = "devices"  # the pmap axis of the environments (and of the PPO gradient pmean)
+MEAN_FEATURES = [FEATURE_NAMES.index("weight_mean"), FEATURE_NAMES.index("bias_mean")]
 
 
 @struct.dataclass
@@ -76,6 +77,7 @@ def ppo_config(agent_cfg: ml_collections.ConfigDict, axis_name: str | None = Non
                      critic_lr=agent_cfg.critic_lr, epochs=agent_cfg.ppo_epochs,
                      num_minibatches=agent_cfg.num_minibatches, max_grad_norm=agent_cfg.max_grad_norm,
                      center_advantages=bool(agent_cfg.get("center_advantages", True)),
+                     group_size=int(agent_cfg.get("group_size", 1)),
                      axis_name=axis_name)
 
 
@@ -90,7 +92,7 @@ def env_config(config: ml_collections.ConfigDict) -> EnvConfig:
 # Fields that change neither the environment nor the agent's programs (jit keys on the rest).
 _NON_PROGRAM_FIELDS = ("episodes", "init_checkpoint", "deploy_candidates", "deploy_pre_decisions", "num_envs",
                        "num_devices", "truncated_episodes", "truncated_fraction", "val_subsample",
-                       "checkpoint_every", "keep_checkpoints")
+                       "checkpoint_every", "keep_checkpoints", "reward_scale", "probe", "deploy_selection")
 
 
 class Agent:
@@ -105,6 +107,8 @@ class Agent:
         self.network = ActorCritic(
             encoder=make_encoder(a.encoder, self.structure, hidden=a.encoder_hidden, layers=a.encoder_layers),
             action_scale=a.action_scale, sigma=a.sigma, hidden=a.head_hidden)
+        self.progress_feature = bool(a.get("progress_feature", False))
+        self.mean_features = bool(a.get("mean_features", True))
         self.env = LREnvironment(task, self.observe, env_config(config))
         self.ppo = ppo_config(a)
         # Agents of the same task and settings share compiled programs (jit keys on this hash).
@@ -120,15 +124,28 @@ class Agent:
     def __eq__(self, other) -> bool:
         return isinstance(other, Agent) and self._key == other._key and self.task is other.task
 
-    def observe(self, params, grads, lr, loss):
-        return node_features(self.structure, params, grads, lr, loss)
+    def observe(self, params, grads, lr, loss, progress=0.0):
+        """Node features of §4.1, with the options of ``config.agent`` (both off in the paper).
+
+        ``progress`` is t / (N - 1) for decision point t; it becomes a ninth global feature when
+        ``agent.progress_feature`` is on. ``agent.mean_features = False`` zeroes the weight/bias mean features.
+        """
+        obs = node_features(self.structure, params, grads, lr, loss)
+        nodes = obs.nodes
+        if not self.mean_features:
+            nodes = nodes.at[:, MEAN_FEATURES].set(0.0)
+        if self.progress_feature:
+            column = jnp.broadcast_to(jnp.asarray(progress, nodes.dtype), (nodes.shape[0], 1))
+            nodes = jnp.concatenate([nodes, column], axis=1)
+        return obs.replace(nodes=nodes)
 
     def apply(self, agent_params: PyTree, obs: PyTree):
         return self.network.apply(agent_params, obs)
 
     def init_params(self, key: jnp.ndarray) -> PyTree:
         abstract = jax.eval_shape(self.task.init_state, jax.random.key(0), 1e-3)
-        example = jax.eval_shape(self.observe, abstract.params, abstract.params, jnp.float32(1e-3), jnp.float32(1.0))
+        example = jax.eval_shape(self.observe, abstract.params, abstract.params, jnp.float32(1e-3), jnp.float32(1.0),
+                                 jnp.float32(0.0))
         return self.network.init(key, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), example))
 
     # ---- pure batched bodies (leading axis = environments) ----------------------------------------------
@@ -196,6 +213,14 @@ class Agent:
         return self.batched_values(agent_params, obs)
 
     @functools.partial(jax.jit, static_argnums=0)
+    def mean_actions_and_values(self, agent_params: PyTree, obs: PyTree) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """mu(s) (the deterministic action of §4.3) and V(s) for a batch of observations."""
+        def one(o):
+            dist, value = self.apply(agent_params, o)
+            return dist.mean(), value
+        return jax.vmap(one)(obs)
+
+    @functools.partial(jax.jit, static_argnums=0)
     def evaluate(self, env_state: EnvState, split_data: Batch) -> jnp.ndarray:
         """The task metric of every environment's target on one split."""
         return self.batched_evaluate(env_state, split_data)
@@ -257,7 +282,7 @@ class Agent:
     # ---- deployment in one program ----------------------------------------------------------------------
     @functools.partial(jax.jit, static_argnums=(0, 5))
     def follow_policy(self, agent_params: PyTree, target: TargetState, mean_loss: jnp.ndarray, train_data: Batch,
-                      num_decisions: int) -> PolicyRun:
+                      num_decisions: int, first_point: int | jnp.ndarray = 0) -> PolicyRun:
         """``num_decisions`` decisions of the deterministic policy (§4.3: a = mu(s), Eq. 4) in one program.
 
         Each decision observes the graph state (node features, §4.1), runs the encoder and the policy, sets
@@ -279,10 +304,14 @@ class Agent:
             return s.replace(step=s.step + 1, params=optax.apply_updates(s.params, updates),
                              batch_stats=batch_stats, opt_state=opt_state, grads=grads), loss
 
-        def decide(carry, idx):
+        last_point = max(cfg.num_decisions - 1, 1)
+
+        def decide(carry, xs):
             target, loss, finite = carry
+            t, idx = xs  # t: the decision point observed (the one after reset is 0)
             lr = get_learning_rate(target.opt_state)
-            dist, _ = self.apply(agent_params, self.observe(target.params, target.grads, lr, loss))
+            progress = jnp.minimum(t, last_point) / last_point
+            dist, _ = self.apply(agent_params, self.observe(target.params, target.grads, lr, loss, progress))
             lr = lr_update(lr, dist.mode(), cfg.lr_min, cfg.lr_max)
             target = target.replace(opt_state=set_learning_rate(target.opt_state, lr))
             target, losses = jax.lax.scan(one_step, target, idx, unroll=max(1, min(task.scan_unroll, k)))
@@ -290,5 +319,7 @@ class Agent:
             return (target, losses.mean(), finite), (lr, losses.mean())
 
         init = (target, jnp.asarray(mean_loss, jnp.float32), jnp.asarray(True))
-        (target, _, finite), (lrs, losses) = jax.lax.scan(decide, init, indices.reshape((num_decisions, k, -1)))
+        points = first_point + jnp.arange(num_decisions)
+        (target, _, finite), (lrs, losses) = jax.lax.scan(decide, init,
+                                                          (points, indices.reshape((num_decisions, k, -1))))
         return PolicyRun(target=target, learning_rates=lrs, mean_losses=losses, finite=finite)

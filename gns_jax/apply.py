@@ -2,7 +2,8 @@
 
 ``deploy`` samples ``deploy_candidates`` initial learning rates (log-spaced over the prior D_alpha), runs each for
 T_pre = ``deploy_pre_decisions`` * K steps under the deterministic policy (all candidates in one vmapped program,
-from the same initial weights), keeps the candidate whose state has the largest critic value V(s_{T_pre}), and
+from the same initial weights), keeps the candidate whose state has the largest critic value V(s_{T_pre}) (or,
+with ``agent.deploy_selection = 'metric'``, beyond the paper, the best validation metric at T_pre), and
 trains it with a = mu (Eq. 4, no exploration noise) for the N = T // K decision intervals the agent was trained on.
 When K does not divide T, the last T - N K steps run at the last learning rate, so a deployment takes exactly the T
 steps a baseline run takes. The target starts from ``Task.init(jax.random.key(config.seed), lr)``, the initial state
@@ -65,7 +66,13 @@ def deploy(agent: Agent, agent_params: PyTree, config: ml_collections.ConfigDict
         for traj, lr in zip(trajectories, np.asarray(info.learning_rate), strict=True):
             traj.append(float(lr))
     values = agent.values(agent_params, obs) if value_fn is None else value_fn(obs)
-    best = select_initial_lr(values)
+    selection = str(a.get("deploy_selection", "value"))
+    pre_metrics = None
+    if selection == "metric":  # beyond the paper: the validation metric after T_pre instead of V(s)
+        pre_metrics = agent.evaluate(env_state, data[1])
+        best = select_initial_lr(pre_metrics if task.higher_is_better else -pre_metrics)
+    else:
+        best = select_initial_lr(values)
     take = lambda tree: jax.tree.map(lambda x: x[best:best + 1], tree)
     obs, env_state = take(obs), take(env_state)
     lr_trajectory = trajectories[best]
@@ -90,6 +97,8 @@ def deploy(agent: Agent, agent_params: PyTree, config: ml_collections.ConfigDict
         "initial_lr": float(lrs[best]),
         "candidate_lrs": [float(x) for x in lrs],
         "candidate_values": [float(v) for v in np.asarray(values)],
+        "deploy_selection": selection,
+        **({"candidate_metrics": [float(v) for v in np.asarray(pre_metrics)]} if pre_metrics is not None else {}),
         "lr_trajectory": lr_trajectory,
         "diverged": diverged,
         "steps": int(target.step),
@@ -117,10 +126,10 @@ class LearnedScheduler:
         self.agent = agent
         self.params = agent_params
         cfg = agent.env.config
-        self._next_lr = jax.jit(lambda p, params, grads, loss, lr: lr_update(
-            lr, agent.apply(p, agent.observe(params, grads, lr, loss))[0].mode(), cfg.lr_min, cfg.lr_max))
-        self._value = jax.jit(lambda p, params, grads, loss, lr: agent.apply(p, agent.observe(params, grads, lr,
-                                                                                                 loss))[1])
+        self._next_lr = jax.jit(lambda p, params, grads, loss, lr, progress: lr_update(
+            lr, agent.apply(p, agent.observe(params, grads, lr, loss, progress))[0].mode(), cfg.lr_min, cfg.lr_max))
+        self._value = jax.jit(lambda p, params, grads, loss, lr, progress: agent.apply(
+            p, agent.observe(params, grads, lr, loss, progress))[1])
 
     @classmethod
     def from_checkpoint(cls, config: ml_collections.ConfigDict, path: str, task: Task | None = None):
@@ -130,9 +139,12 @@ class LearnedScheduler:
         agent = Agent(task or build_task(config), config)
         return cls(agent, load_agent_params(path, agent.init_params(jax.random.key(0))))
 
-    def __call__(self, params: PyTree, grads: PyTree, mean_loss, learning_rate) -> jnp.ndarray:
-        return self._next_lr(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate))
+    def __call__(self, params: PyTree, grads: PyTree, mean_loss, learning_rate, progress=0.0) -> jnp.ndarray:
+        """The next learning rate; ``progress`` = t / (N - 1) matters only to agents trained with it."""
+        return self._next_lr(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate),
+                             jnp.float32(progress))
 
-    def value(self, params: PyTree, grads: PyTree, mean_loss, learning_rate) -> jnp.ndarray:
+    def value(self, params: PyTree, grads: PyTree, mean_loss, learning_rate, progress=0.0) -> jnp.ndarray:
         """The critic's V(s): how promising the current training state looks to the agent."""
-        return self._value(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate))
+        return self._value(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate),
+                           jnp.float32(progress))

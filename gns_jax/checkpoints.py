@@ -1,12 +1,20 @@
 """Orbax checkpoints of agent training: array state plus a JSON history, one directory per episode.
 
 A checkpoint that cannot be read raises ``CheckpointError`` with the path and the reason; nothing is deleted, so
-the user can move it away and resume from the previous one.
+the user can move it away and resume from the previous one. A save that orbax skips (the step exists already,
+e.g. written by another run in the same workdir) or that does not complete is an error too, never silence.
+
+Orbax writes a checkpoint into a temporary directory and renames it when complete, so a run killed mid-save leaves
+no half checkpoint behind (the temporary directory is ignored). Ctrl-C during a save is held back until the save
+has finished, then raised.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 from typing import Any
 
 import jax
@@ -38,13 +46,57 @@ def all_steps(directory: str) -> list[int]:
         return sorted(manager.all_steps())
 
 
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold back SIGINT (Ctrl-C) for the block; one that arrived meanwhile is raised at its end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def save(directory: str, step: int, state: Any, history: dict, max_to_keep: int | None = 3) -> str:
-    """Save ``state`` (a pytree of arrays; PRNG keys as ``jax.random.key_data``) and ``history`` (JSON)."""
-    with _manager(directory, max_to_keep) as manager:
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                   history=ocp.args.JsonSave(history)))
-        manager.wait_until_finished()
-    return os.path.join(os.path.abspath(directory), str(step))
+    """Save ``state`` (a pytree of arrays; PRNG keys as ``jax.random.key_data``) and ``history`` (JSON).
+
+    Raises ``CheckpointError`` when orbax skips the save (the step exists) or the step is not complete afterwards.
+    """
+    path = os.path.join(os.path.abspath(directory), str(step))
+    with interrupts_deferred(), _manager(directory, max_to_keep) as manager:
+        if step in manager.all_steps():
+            raise CheckpointError(f"checkpoint {path} exists already (another run in this workdir?); not "
+                                  "overwriting it")
+        try:
+            saved = manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                               history=ocp.args.JsonSave(history)))
+            manager.wait_until_finished()
+        except Exception as e:
+            raise CheckpointError(f"cannot save checkpoint {path}: {reason(e)}") from e
+        if not saved:
+            raise CheckpointError(f"orbax skipped the save of checkpoint {path}")
+        manager.reload()
+        if step not in manager.all_steps():
+            raise CheckpointError(f"checkpoint {path} is not complete after saving it")
+    return path
+
+
+def reason(error: BaseException) -> str:
+    """A readable one-line reason for an orbax/tensorstore failure (its chain's first plain message)."""
+    seen, e = set(), error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        text = lines[0] if lines else ""
+        if text and not (text.startswith("<") and " at 0x" in text) and text != type(e).__name__:
+            return f"{type(e).__name__}: {text[:300]}"
+        e = e.__cause__ or e.__context__
+    return f"{type(error).__name__} (the files are unreadable or incomplete)"
 
 
 def restore(directory: str, like: Any, step: int | None = None) -> tuple[Any, dict, int]:
@@ -60,9 +112,8 @@ def restore(directory: str, like: Any, step: int | None = None) -> tuple[Any, di
             restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                                                     history=ocp.args.JsonRestore()))
         except Exception as e:  # orbax raises many types for unreadable files
-            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"cannot restore checkpoint {os.path.join(directory, str(step))}: "
-                                  f"{first_line[:300]}") from e
+                                  f"{reason(e)}") from e
     return restored["state"], dict(restored["history"]), step
 
 
@@ -81,7 +132,7 @@ def restore_subtree(directory: str, keys: tuple[str, ...], like: Any, step: int 
             raw = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
         except Exception as e:
             raise CheckpointError(f"cannot read checkpoint {os.path.join(directory, str(step))}: "
-                                  f"{type(e).__name__}") from e
+                                  f"{reason(e)}") from e
     for key in keys:
         if not isinstance(raw, dict) or key not in raw:
             raise CheckpointError(f"checkpoint {directory}/{step} has no entry {'/'.join(keys)}")

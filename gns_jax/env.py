@@ -18,6 +18,7 @@ Divergence. When a loss or a parameter stops being finite during the K steps of 
 point d+1 counts as validated with the last validated metric (so the actions since then get 0 from Eq. 3), action
 d receives ``divergence_penalty`` on top, later actions are invalid (masked out of PPO), and training of the
 agent goes on with the next episode. Observations of a diverged target are zeroed so no NaN reaches the agent.
+A target that diverges during the first K steps (before any action) gives its first action the penalty.
 
 Everything here is a pure function of explicit state, so ``jax.vmap`` over keys gives a batch of environments.
 """
@@ -36,7 +37,7 @@ from gns_jax.policy import lr_update
 from gns_jax.targets.task import Batch, StepStats, TargetState, Task, get_learning_rate, set_learning_rate
 
 PyTree = Any
-ObserveFn = Callable[[PyTree, PyTree, jnp.ndarray, jnp.ndarray], PyTree]  # (params, grads, lr, loss) -> obs
+ObserveFn = Callable[..., PyTree]  # (params, grads, lr, loss, progress) -> obs; progress = t / (N - 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +102,9 @@ class LREnvironment:
         self.observe = observe
         self.config = config
 
-    def _observe(self, target: TargetState, mean_loss, ok) -> PyTree:
-        obs = self.observe(target.params, target.grads, get_learning_rate(target.opt_state), mean_loss)
+    def _observe(self, target: TargetState, mean_loss, ok, t) -> PyTree:
+        progress = jnp.minimum(t, self.config.num_decisions - 1) / (self.config.num_decisions - 1)
+        obs = self.observe(target.params, target.grads, get_learning_rate(target.opt_state), mean_loss, progress)
         return jax.tree.map(lambda x: jnp.where(ok, jnp.nan_to_num(x), jnp.zeros_like(x)), obs)
 
     def _validate(self, target: TargetState, data: Batch, validate) -> jnp.ndarray:
@@ -131,7 +133,7 @@ class LREnvironment:
                          last_metric=jnp.where(ok, metric, 0.0))
         info = StepInfo(learning_rate=jnp.asarray(lr, jnp.float32), mean_loss=stats.mean_loss, metric=metric,
                         validated=jnp.asarray(True), diverged=~ok, done=~ok)
-        return self._observe(target, stats.mean_loss, ok), state, info
+        return self._observe(target, stats.mean_loss, ok, state.t), state, info
 
     def step(self, state: EnvState, action: jnp.ndarray, validate: jnp.ndarray, train_data: Batch,
              val_data: Batch) -> tuple[PyTree, EnvState, StepInfo]:
@@ -159,7 +161,7 @@ class LREnvironment:
                              last_metric=jnp.where(validated, metric, state.last_metric))
         info = StepInfo(learning_rate=lr, mean_loss=stats.mean_loss, metric=jnp.where(validated, metric, jnp.nan),
                         validated=validated, diverged=diverged, done=new_state.done & ~state.done)
-        return self._observe(target, stats.mean_loss, ~new_state.diverged), new_state, info
+        return self._observe(target, stats.mean_loss, ~new_state.diverged, t), new_state, info
 
 
 def spread_rewards(metrics: jnp.ndarray, validated: jnp.ndarray) -> jnp.ndarray:
@@ -193,4 +195,8 @@ def episode_rewards(infos: StepInfo, reset_info: StepInfo, penalty: float) -> tu
     # An action is valid if the episode had not ended before it (the diverging action itself is valid).
     ended = jnp.concatenate([reset_info.done[None], infos.done[:-1]])
     valid = ~jax.lax.cummax(ended.astype(jnp.int32), axis=0).astype(bool)
+    # A target that diverged in its first K steps (before any action) still costs the penalty: the first action
+    # (its observation zeroed) carries it, so such an episode is not worth as much as a harmless one.
+    first = (jnp.arange(valid.shape[0]) == 0) & reset_info.diverged
+    rewards, valid = jnp.where(first, penalty, rewards), valid | first
     return jnp.where(valid, rewards, 0.0), valid

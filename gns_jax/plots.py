@@ -41,3 +41,37 @@ def plot_lr_trajectories(trajectories: Mapping[str, Sequence[float]], decision_i
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
+
+
+def plot_schedule_comparison(runs: Mapping[str, Mapping], path: str, metric_name: str = "accuracy",
+                             title: str = "") -> str:
+    """Two panels over optimizer steps: each run's learning rate (log scale) and its validation curve.
+
+    ``runs[name]`` holds ``lr_steps``/``lr_curve`` (drawn as steps when ``lr_per_step`` is false: a learning rate
+    held for each decision interval) and ``val_steps``/``val_curve``.
+    """
+    fig = Figure(figsize=(10, 4))
+    ax_lr, ax_val = fig.subplots(1, 2)
+    for i, (name, run) in enumerate(runs.items()):
+        color = f"C{i}"
+        if run.get("lr_per_step", False):
+            ax_lr.plot(run["lr_steps"], run["lr_curve"], lw=2, color=color, label=name)
+        else:
+            ax_lr.step(run["lr_steps"], run["lr_curve"], where="post", lw=2, color=color, label=name)
+        ax_val.plot(run["val_steps"], run["val_curve"], marker="o", ms=3, lw=1.5, color=color,
+                    label=f"{name}: {run['val_curve'][-1]:.4f}")
+    ax_lr.set_yscale("log")
+    ax_lr.set_xlabel("optimizer step")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_title("Learning rate")
+    ax_val.set_xlabel("optimizer step")
+    ax_val.set_ylabel(f"validation {metric_name}")
+    ax_val.set_title(f"Validation {metric_name}")
+    for ax in (ax_lr, ax_val):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path

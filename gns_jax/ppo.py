@@ -133,6 +133,9 @@ class PPOConfig:
       center_advantages: with normalization, subtract the batch mean first (standard PPO). False only divides
         by the root mean square, which keeps the sign of a whole batch: with one environment per update, a
         batch whose every return fell short of V(s) (e.g. an episode that collapsed) still pushes its actions down.
+      group_size: > 1 subtracts, at every time step, the mean advantage of each group of `group_size`
+        consecutive environments (axis 1 of a [T, N] trajectory) before the normalization. Meant for groups that
+        share everything but the policy's noise (common random numbers): what is left is the effect of the actions.
       max_grad_norm: clip the global gradient norm to this value; None disables clipping.
       clip_value: if set, clip V to V_old ± clip_value in the value loss; None disables it.
       encoder_group: which optimizer ('actor' or 'critic') steps parameters outside 'actor'/'critic'.
@@ -150,6 +153,7 @@ class PPOConfig:
     num_minibatches: int = struct.field(pytree_node=False, default=1)
     normalize_advantages: bool = struct.field(pytree_node=False, default=True)
     center_advantages: bool = struct.field(pytree_node=False, default=True)
+    group_size: int = struct.field(pytree_node=False, default=1)
     max_grad_norm: float | None = struct.field(pytree_node=False, default=0.5)
     clip_value: float | None = struct.field(pytree_node=False, default=None)
     encoder_group: str = struct.field(pytree_node=False, default=ACTOR)
@@ -356,6 +360,21 @@ def _normalize(adv: jax.Array, valid: jax.Array, axis_name: str | None, center: 
     return jnp.where(valid.astype(bool), (adv - mu) / (std + 1e-8), 0.0)
 
 
+def center_within_groups(adv: jax.Array, valid: jax.Array, group_size: int) -> jax.Array:
+    """Advantages minus their mean over each group of `group_size` consecutive environments, per time step.
+
+    `adv` and `valid` are [T, N] with N divisible by `group_size`; invalid entries neither count in a group's mean
+    nor change (they stay masked out downstream).
+    """
+    if adv.ndim != 2 or adv.shape[1] % group_size:
+        raise ValueError(f"group_size {group_size} needs [T, N] advantages with N divisible by it, got {adv.shape}")
+    t, n = adv.shape
+    a = adv.reshape(t, n // group_size, group_size)
+    v = valid.reshape(a.shape).astype(adv.dtype)
+    mean = jnp.sum(a * v, axis=-1, keepdims=True) / jnp.maximum(jnp.sum(v, axis=-1, keepdims=True), 1.0)
+    return jnp.where(valid, (a - mean).reshape(t, n), adv)
+
+
 def make_batch(trajectory: Transition, last_value: jax.Array, config: PPOConfig) -> PPOBatch:
     """GAE, optional advantage normalization and T×N flattening of a time-major trajectory."""
     valid = trajectory.valid
@@ -369,6 +388,8 @@ def make_batch(trajectory: Transition, last_value: jax.Array, config: PPOConfig)
     advantages, targets = compute_gae(
         traj.reward, traj.value, dones, last_value, config.gamma, config.gae_lambda
     )
+    if config.group_size > 1:
+        advantages = center_within_groups(advantages, valid, config.group_size)
     if config.normalize_advantages:
         advantages = _normalize(advantages, valid, config.axis_name, config.center_advantages)
     batch = PPOBatch(

@@ -56,6 +56,18 @@ def load_runs(workdir: str) -> dict[str, list[dict]]:
     return {m: sorted(r, key=lambda x: x["seed"]) for m, r in runs.items()}
 
 
+def agent_probe(workdir: str, method: str) -> dict[str, float]:
+    """The state-dependence probe (``gns_jax.probe``) of an agent method's last update, from its episodes.csv."""
+    path = os.path.join(workdir, "agents", method, "logs", "episodes.csv")
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "probe_spread" not in rows[-1]:
+        return {}
+    return {k: float(v) for k, v in rows[-1].items() if k.startswith("probe_") and v not in ("", None)}
+
+
 def _stats(values: Sequence[float]) -> tuple[float, float]:
     a = np.asarray(values, float)
     return float(np.mean(a)), float(np.std(a, ddof=1)) if len(a) > 1 else 0.0
@@ -84,6 +96,7 @@ def summarize(workdir: str, methods: Sequence[str] = ()) -> list[dict]:
             "hparams": rs[0].get("hparams", {}), "agent_selection": selected.get("agent_selection", ""),
             "selected_episode": selected.get("selected_episode"),
             "lr_trajectory": rs[0]["lr_trajectory"], "decision_interval": int(rs[0].get("decision_interval", 1)),
+            **({"probe": agent_probe(workdir, m)} if m in AGENT_METHODS else {}),
         })
     return rows
 
@@ -155,11 +168,12 @@ def write_report(workdir: str, out_dir: str | None = None, name: str = "report",
     with open(paths["csv"], "w", newline="") as f:
         fields = ["method", "seeds", "test_mean", "test_std", "val_mean", "val_std", "diverged", "steps",
                   "run_seconds", "tuning_seconds", "total_seconds", "tuning_runs", "search", "hparams",
-                  "agent_selection", "selected_episode"]
+                  "agent_selection", "selected_episode", "probe_spread", "probe_slope"]
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for r in rows:
-            writer.writerow(dict(r, hparams=json.dumps(r["hparams"], sort_keys=True)))
+            writer.writerow(dict(r, hparams=json.dumps(r["hparams"], sort_keys=True),
+                                 **{k: r.get("probe", {}).get(k, "") for k in ("probe_spread", "probe_slope")}))
 
     plot_methods(rows, paths["png"], f"Learning rate per method (lowest seed)\n{title}")
 
@@ -177,6 +191,16 @@ def write_report(workdir: str, out_dir: str | None = None, name: str = "report",
                  _fmt_hparams(r["method"], r["hparams"], r), r["search"], f"{r['run_seconds']:.1f}",
                  f"{r['tuning_seconds']:.0f}"] + ([ref.get(r["method"], "—")] if ref else [])
         lines.append("| " + " | ".join(cells) + " |")
+    probed = [r for r in rows if r.get("probe")]
+    if probed:
+        lines += ["", "State dependence of each agent after its last update (`gns_jax.probe`: mu on fixed probe "
+                  "states; a constant policy has spread 0 and slope 0):", "",
+                  "| agent | spread of mu | d mu / d log10 alpha | mu late - early | mean mu |",
+                  "|---|---|---|---|---|"]
+        for r in probed:
+            p = r["probe"]
+            lines.append(f"| {r['label']} | {p['probe_spread']:.4f} | {p['probe_slope']:+.4f} | "
+                         f"{p.get('probe_late_minus_early', 0.0):+.4f} | {p.get('probe_mu_mean', 0.0):+.4f} |")
     lines += ["", verdict(rows, scale), "",
               f"Mean ± sample standard deviation over the seeds of the test {metric} of the final weights; "
               "hyperparameters and agents are selected on the validation split only.",
@@ -184,6 +208,40 @@ def write_report(workdir: str, out_dir: str | None = None, name: str = "report",
     with open(paths["md"], "w") as f:
         f.write("\n".join(lines))
     return {"rows": [{k: v for k, v in r.items() if k != "lr_trajectory"} for r in rows], **paths}
+
+
+def ablation_table(variants: dict[str, Sequence[str]], method: str = "gns", scale: float = 100.0) -> list[str]:
+    """Markdown rows of an agent-training ablation: one row per variant, each trained with several agent seeds.
+
+    ``variants`` maps a label to the ``compare`` workdirs of its agent seeds (one agent each, deployed on the same
+    evaluation seeds). Per variant: the probe of the last update (mean over agent seeds), the deployed test metric
+    as mean ± sample std over all deployments and per agent seed, deployments that diverged, and the mean agent
+    training time.
+    """
+    lines = ["| variant | agent seeds | probe spread | d mu / d log10 alpha | mu late - early | deployed test, all "
+             "(mean ± std) | per agent seed | diverged | agent training (min) |", "|---" * 9 + "|"]
+    for label, workdirs in variants.items():
+        probes, tests, per_seed, diverged, minutes = [], [], [], 0, []
+        for workdir in workdirs:
+            runs = load_runs(workdir).get(method, [])
+            if not runs:
+                continue
+            seed_tests = [r["test_metric"] for r in runs]
+            tests += seed_tests
+            per_seed.append(f"{np.mean(seed_tests) * scale:.2f}")
+            diverged += sum(bool(r.get("diverged")) for r in runs)
+            probes.append(agent_probe(workdir, method))
+            selected = read_json(os.path.join(workdir, "tune", method, "selected.json")) or {}
+            minutes.append(float(selected.get("tuning_wall_seconds", 0.0)) / 60)
+        if not tests:
+            continue
+        probe = {k: np.mean([p[k] for p in probes if k in p]) for k in ("probe_spread", "probe_slope",
+                                                                          "probe_late_minus_early")}
+        mean, std = _stats(tests)
+        lines.append(f"| {label} | {len(per_seed)} | {probe['probe_spread']:.4f} | {probe['probe_slope']:+.4f} | "
+                     f"{probe['probe_late_minus_early']:+.4f} | {mean * scale:.2f} ± {std * scale:.2f} "
+                     f"({len(tests)} runs) | {', '.join(per_seed)} | {diverged} | {np.mean(minutes):.0f} |")
+    return lines
 
 
 def describe_setting(config: ml_collections.ConfigDict) -> str:

@@ -40,10 +40,12 @@ from gns_jax.env import episode_rewards, validation_coins
 from gns_jax.metric_writers import MetricWriter
 from gns_jax.plots import plot_lr_trajectories
 from gns_jax.ppo import PPOState, Transition, init_ppo_state
+from gns_jax.probe import build_probe_set, evaluate_probe
 from gns_jax.targets.task import Batch, Task
 
 PyTree = Any
 CHECKPOINT_DIR = "checkpoints"
+PROBE_FIELDS = ("probe_mu_mean", "probe_spread", "probe_slope", "probe_late_minus_early", "probe_value_slope")
 
 
 @struct.dataclass
@@ -81,7 +83,7 @@ def validation_subset(val_data: Batch, key: jnp.ndarray, size: int) -> Batch:
 
 def run_episode(agent: Agent, agent_params: PyTree, key: jnp.ndarray, num_envs: int, progress=None, *,
                 num_devices: int = 1, num_decisions: int | None = None,
-                data: tuple[Batch, Batch] | None = None) -> dict:
+                data: tuple[Batch, Batch] | None = None, group_size: int = 1, reward_scale: float = 1.0) -> dict:
     """Roll out one episode on ``num_envs`` vmapped environments per device, on ``num_devices`` devices.
 
     Args:
@@ -91,6 +93,9 @@ def run_episode(agent: Agent, agent_params: PyTree, key: jnp.ndarray, num_envs: 
       num_devices: devices (D); D > 1 runs the pmapped programs.
       num_decisions: decision points of this episode (< N for a truncated episode; default all).
       data: (train, val) data; replicated over the devices when D > 1 (default: the task's own).
+      group_size: consecutive environments sharing the reset key (target init, data order, initial LR), so that
+        they differ only by the policy's noise (common random numbers); 1 gives every environment its own.
+      reward_scale: the trajectory's rewards are the Eq. 3 rewards times this (``rewards`` stays unscaled).
     Returns:
       a dict with the time-major trajectory ``[actions, D * N]``, the bootstrap values ``last_value`` (None for
       full episodes), the final ``env_state`` (in the device layout), ``reset_info`` and ``infos`` (flat layout),
@@ -128,7 +133,11 @@ def run_episode(agent: Agent, agent_params: PyTree, key: jnp.ndarray, num_envs: 
     # Under jax.distributed each process runs its own slice of the global environments.
     first = jax.process_index() * total
     env_keys = lambda k: place(jax.random.split(k, total * jax.process_count())[first:first + total])
-    obs, env_state, reset_info = reset(env_keys(reset_key))
+    if total % group_size:
+        raise ValueError(f"agent.group_size={group_size} must divide the {total} environments of an episode")
+    group_keys = jax.random.split(reset_key, total * jax.process_count() // group_size)
+    group_keys = jnp.repeat(jax.random.key_data(group_keys), group_size, axis=0)[first:first + total]
+    obs, env_state, reset_info = reset(place(jax.random.wrap_key_data(group_keys)))
     acts, infos = [], []
     for t in range(n - 1):
         keys = env_keys(jax.random.fold_in(act_key, t))
@@ -141,20 +150,21 @@ def run_episode(agent: Agent, agent_params: PyTree, key: jnp.ndarray, num_envs: 
     reset_info = flat(reset_info)
     rewards, valid = jax.vmap(episode_rewards, in_axes=(1, 0, None), out_axes=1)(
         infos, reset_info, env_cfg.divergence_penalty)
-    trajectory = Transition(obs=acts.obs, action=acts.action, reward=rewards, done=infos.done, value=acts.value,
-                            log_prob=acts.log_prob, valid=valid)
+    trajectory = Transition(obs=acts.obs, action=acts.action, reward=rewards * reward_scale, done=infos.done,
+                            value=acts.value, log_prob=acts.log_prob, valid=valid)
     done = flat(env_state.done)
     # A truncated episode did not end: PPO bootstraps it with V(s) of its last state.
     last_value = jnp.where(done, 0.0, flat(values(obs))) if n < env_cfg.num_decisions else None
-    return {"trajectory": trajectory, "last_value": last_value, "env_state": env_state, "reset_info": reset_info,
+    return {"trajectory": trajectory, "rewards": rewards, "last_value": last_value, "env_state": env_state,
+            "reset_info": reset_info,
             "infos": infos, "last_metric": flat(env_state.last_metric), "diverged": flat(env_state.diverged),
             "test_metric": flat(evaluate(env_state))}
 
 
 def episode_summary(episode: int, rollout: dict, wall_seconds: float, k: int) -> dict:
     """JSON-ready summary of one episode (averaged over environments; LR trajectory of environment 0)."""
-    traj, infos, reset_info = rollout["trajectory"], rollout["infos"], rollout["reset_info"]
-    returns = np.asarray(jnp.sum(traj.reward, axis=0))
+    infos, reset_info = rollout["infos"], rollout["reset_info"]
+    returns = np.asarray(jnp.sum(rollout["rewards"], axis=0))
     lrs = np.concatenate([np.asarray(reset_info.learning_rate)[None], np.asarray(infos.learning_rate)], axis=0)
     final_val = np.asarray(rollout["last_metric"])
     return {
@@ -188,6 +198,40 @@ def load_agent_params(path: str, like_params: PyTree) -> PyTree:
     return checkpoints.restore_subtree(directory, ("ppo", "params"), like_params, step)
 
 
+class NonFiniteAgentError(RuntimeError):
+    """A PPO update produced non-finite losses or parameters; agent training stops before checkpointing them."""
+
+
+def check_finite_update(episode: int, metrics: dict, ppo_state: PPOState, ckpt_dir: str) -> None:
+    """Raise ``NonFiniteAgentError`` when the update of ``episode`` left a loss or a parameter non-finite."""
+    bad = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v))))
+    params_ok = all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(ppo_state.params))
+    if not bad and params_ok:
+        return
+    what = ", ".join(f"{k}={float(np.mean(np.asarray(metrics[k])))}" for k in bad[:3]) or "the agent's parameters"
+    latest = checkpoints.latest_step(ckpt_dir)
+    raise NonFiniteAgentError(f"the PPO update of episode {episode + 1} is not finite ({what}); agent training "
+                              f"stopped, the last good agent is {os.path.join(ckpt_dir, str(latest))}")
+
+
+def drop_rows_from(csv_path: str, step: int) -> None:
+    """Remove the rows of ``step`` and later from a metrics CSV (episodes a resumed run plays again)."""
+    import csv
+
+    if not os.path.isfile(csv_path):
+        return
+    with open(csv_path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and float(r[0]) < step]
+    if len(kept) == len(rows):
+        return
+    with open(csv_path + ".tmp", "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    os.replace(csv_path + ".tmp", csv_path)
+
+
 def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | None = None,
                 stop_after: int | None = None, progress: bool = True) -> dict:
     """Algorithm 1 for ``config.agent.episodes`` episodes (resuming from ``workdir`` when it has a checkpoint).
@@ -199,7 +243,9 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
     ``stop_after`` ends the call after that many new episodes (it simulates an interruption in tests).
     """
     from gns_jax.targets.build import build_task
+    from gns_jax.workdir import claim
 
+    claim(workdir, "train_agent", config)  # same mode, same settings as the checkpoints already there
     task = task or build_task(config)
     agent = Agent(task, config)
     a = config.agent
@@ -212,6 +258,7 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
     if checkpoints.latest_step(ckpt_dir) is not None:
         state, history, step = checkpoints.restore(ckpt_dir, state)
         logging.info("resuming after episode %d from %s", step, ckpt_dir)
+        drop_rows_from(os.path.join(workdir, "logs", "episodes.csv"), step)  # rows of episodes run after it
     else:  # step 0 is the initial agent: the policy of episode 0 (checkpoint e holds the policy of episode e)
         checkpoints.save(ckpt_dir, 0, state, history, max_to_keep=keep)
     base_key = jax.random.wrap_key_data(state.key)
@@ -224,6 +271,9 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
     if num_devices > 1:
         train_data = parallel.replicate(train_data, num_devices)
     full_val = parallel.replicate(task.device_data["val"], num_devices) if num_devices > 1 else None
+    probe = build_probe_set(agent, int(config.seed)) if a.get("probe", True) and first < last else None
+    if probe is not None and not history["episodes"]:
+        history["probe_initial"] = evaluate_probe(agent, state.ppo.params, probe)
     bar = tqdm(total=sum(n - 1 for n in lengths.values()), desc="decision steps", unit="step", disable=not progress)
     with MetricWriter(os.path.join(workdir, "logs"), csv_name="episodes.csv") as writer:
         for episode in range(first, last):
@@ -236,7 +286,9 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
                 val_data = full_val if val_data is task.device_data["val"] else parallel.replicate(val_data,
                                                                                                    num_devices)
             rollout = run_episode(agent, state.ppo.params, ep_key, int(a.num_envs), bar, num_devices=num_devices,
-                                  num_decisions=lengths[episode], data=(train_data, val_data))
+                                  num_decisions=lengths[episode], data=(train_data, val_data),
+                                  group_size=int(a.get("group_size", 1)),
+                                  reward_scale=float(a.get("reward_scale", 1.0)))
             update_key = jax.random.fold_in(ep_key, 1)
             if num_devices == 1:
                 ppo_state, metrics = agent.ppo_update(update_key, state.ppo, rollout["trajectory"],
@@ -245,22 +297,29 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
                 ppo_state, metrics = agent.ppo_update_on_devices(
                     update_key, state.ppo, parallel.shard(rollout["trajectory"], num_devices, axis=1),
                     None if rollout["last_value"] is None else parallel.shard(rollout["last_value"], num_devices))
+            check_finite_update(episode, metrics, ppo_state, ckpt_dir)  # a NaN agent is never saved
             state = state.replace(ppo=ppo_state, episode=jnp.asarray(episode + 1, jnp.int32))
             summary = episode_summary(episode, rollout, time.time() - start, agent.env.config.decision_interval)
             summary.update({f"ppo_{k}": float(v) for k, v in metrics.items()})
+            if probe is not None:  # the policy after this update
+                summary.update(evaluate_probe(agent, state.ppo.params, probe))
             history["episodes"].append(summary)
             writer.write(episode, {k: v for k, v in summary.items() if isinstance(v, int | float)})
             writer.flush()
             if (episode + 1) % checkpoint_every == 0 or episode + 1 == last:
                 history["agent_checkpoint"] = checkpoints.save(ckpt_dir, episode + 1, state, history,
                                                                    max_to_keep=keep)
+            probe_note = (f"  probe spread {summary['probe_spread']:.3f} slope {summary['probe_slope']:+.4f}"
+                          if probe is not None else "")
             bar.write(f"episode {episode + 1}: return {summary['return']:+.4f}  val {summary['val_metric']:.4f}  "
-                      f"test {summary['test_metric']:.4f}  initial lr {summary['initial_lr']:.2e}")
+                      f"test {summary['test_metric']:.4f}  initial lr {summary['initial_lr']:.2e}{probe_note}"
+                      + (f"  diverged {summary['diverged']}/{summary['environments']}" if summary["diverged"] else ""))
     bar.close()
     latest = checkpoints.latest_step(ckpt_dir)
     results = {
         "episodes": [{k: e[k] for k in ("episode", "return", "val_metric", "test_metric", "initial_lr", "diverged",
-                                         "wall_seconds", "decisions") if k in e} for e in history["episodes"]],
+                                         "wall_seconds", "decisions", *PROBE_FIELDS) if k in e}
+                     for e in history["episodes"]],
         "agent_checkpoint": os.path.join(os.path.abspath(ckpt_dir), str(latest)) if latest is not None else None,
         "episodes_finished": int(state.episode),
     }

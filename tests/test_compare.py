@@ -47,6 +47,21 @@ def setup(tiny_fashion_mnist, cache_dir):
     return config, build_task(config)
 
 
+def eq7_numpy(kind, t, total, alpha=None, alpha_max=None, mu=0.0, eta1=0.0, eta2=1.0, power=1.0):
+    """Eq. 7 by hand (constant: ``alpha``; the decayed kinds stay at alpha_min from T_decay on)."""
+    if kind == "constant":
+        return alpha
+    a_min, t_warm, t_decay = mu * alpha_max, eta1 * total, eta2 * total
+    if t < t_warm:
+        return t / t_warm * alpha_max
+    if t >= t_decay:
+        return a_min
+    f = (t - t_warm) / (t_decay - t_warm)
+    if kind == "polynomial":
+        return (alpha_max - a_min) * (1 - f) ** power + a_min
+    return 0.5 * (alpha_max - a_min) * (1 + np.cos(np.pi * f)) + a_min
+
+
 @pytest.mark.parametrize("name", cmp.METHODS)
 def test_every_method_runs(setup, name):
     """Like optax.contrib's common test: each method, a few steps on tiny data, gives a metric and an LR trajectory."""
@@ -59,13 +74,22 @@ def test_every_method_runs(setup, name):
     elif name == "cmaes":
         controller = cmp.controller_for(name, cmp.Box.from_config(config.compare.cma).hparams([0.5] * 3), config)
     else:
-        controller = cmp.controller_for(name, cmp.grid_points(name, config)[0], config)
+        hparams = cmp.grid_points(name, config)[0]
+        controller = cmp.controller_for(name, hparams, config)
     result = controller.run(task, T, K, seed=0)
     assert np.isfinite(result["val_metric"]) and np.isfinite(result["test_metric"])
     assert 0.0 <= result["test_metric"] <= 1.0
     lrs = np.asarray(result["lr_trajectory"])
     assert lrs.shape == (T // K,) and np.all(np.isfinite(lrs)) and np.all(lrs > 0)
     assert result["steps"] == T and not result["diverged"]
+    if name == "cmaes":
+        hparams = cmp.Box.from_config(config.compare.cma).hparams([0.5] * 3)
+    if name in ("constant", "polynomial", "cosine", "cmaes"):  # the schedule at the decision points k K
+        kind = "cosine" if name == "cmaes" else name
+        expected = [eq7_numpy(kind, k * K, T, **hparams) for k in range(T // K)]
+        np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+    if name in cmp.HD_METHODS:
+        assert lrs[0] == pytest.approx(hparams["alpha0"])
     if name in cmp.AGENT_METHODS:
         assert lrs[0] == pytest.approx(1e-3)
         ratios = lrs[1:] / lrs[:-1]
@@ -166,8 +190,11 @@ def test_compare_end_to_end_resumes_and_reports(setup, tmp_path):
              for f in os.listdir(os.path.join(workdir, "tune", "constant")) if f != "selected.json"]
     selected = json.loads(open(os.path.join(workdir, "tune", "constant", "selected.json")).read())
     assert selected["val_metric"] == max(t["val_metric"] for t in tuned)
-    gns = json.loads(open(cmp.seed_path(workdir, "gns", 0)).read())
-    assert gns["initial_lr"] in gns["candidate_lrs"]  # deployment picked the initial LR by V(s) (§4.3)
+    for s in (0, 1):  # deployment picked the initial LR by V(s) (§4.3)
+        gns = json.loads(open(cmp.seed_path(workdir, "gns", s)).read())
+        best = int(np.argmax(gns["candidate_values"]))
+        assert gns["initial_lr"] == pytest.approx(gns["candidate_lrs"][best], rel=1e-6)
+        assert gns["lr_trajectory"][0] == pytest.approx(gns["initial_lr"], rel=1e-6)
 
     # A second call finds everything done; after losing one run it redoes exactly that run, without tuning.
     again = cmp.compare(config, workdir, task=task)["counts"]
@@ -183,7 +210,40 @@ def test_compare_end_to_end_resumes_and_reports(setup, tmp_path):
     assert "GNS (" in text and "best baseline" in text and "paper (Table 20)" in text
     rows = list(csv.DictReader(open(out["csv"])))
     assert [r["method"] for r in rows] == list(methods) and all(r["seeds"] == "2" for r in rows)
+    for r in rows:  # the table's numbers are those of the per-seed files (mean, sample std)
+        tests = [json.loads(open(cmp.seed_path(workdir, r["method"], s)).read())["test_metric"] for s in (0, 1)]
+        assert float(r["test_mean"]) == pytest.approx(np.mean(tests), abs=1e-9)
+        assert float(r["test_std"]) == pytest.approx(abs(tests[0] - tests[1]) / np.sqrt(2), abs=1e-9)
+        assert f"{np.mean(tests) * 100:.2f} ± {abs(tests[0] - tests[1]) / np.sqrt(2) * 100:.2f}" in text
     assert os.path.getsize(out["png"]) > 5000
+
+
+def write_seed_runs(workdir, method, test_metrics, metric_name="accuracy"):
+    for s, m in enumerate(test_metrics):
+        cmp.write_json(cmp.seed_path(workdir, method, s), {
+            "method": method, "seed": s, "test_metric": m, "val_metric": m - 0.01, "wall_seconds": 1.0,
+            "lr_trajectory": [1e-3, 1e-3], "decision_interval": 10, "steps": 20, "hparams": {"alpha": 1e-3},
+            "metric_name": metric_name, "diverged": False})
+
+
+@pytest.mark.parametrize("gns,verdict", [
+    ((0.897, 0.899, 0.898), "GNS (89.80 ± 0.10) beats the best baseline, {best} (89.30 ± 0.20): difference +0.50."),
+    ((0.894, 0.892, 0.896), "GNS (89.40 ± 0.20) is ahead of, but within one standard deviation of, the best "
+                            "baseline, {best} (89.30 ± 0.20): difference +0.10."),
+    ((0.880, 0.880, 0.880), "GNS (88.00 ± 0.00) does not beat the best baseline, {best} (89.30 ± 0.20): "
+                            "difference -1.30."),
+])
+def test_report_numbers_from_per_seed_files(tmp_path, gns, verdict):
+    """Mean ± sample std (ddof = 1) in percent and the verdict, computed by hand from the per-seed JSON files:
+    constant 88.6/89.0/88.8 -> 88.80 ± 0.20; cosine 89.3/89.1/89.5 -> 89.30 ± 0.20 (the best baseline)."""
+    workdir = str(tmp_path)
+    write_seed_runs(workdir, "constant", (0.886, 0.890, 0.888))
+    write_seed_runs(workdir, "cosine", (0.893, 0.891, 0.895))
+    write_seed_runs(workdir, "gns", gns)
+    text = open(write_report(workdir, methods=("constant", "cosine", "gns"))["md"]).read()
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in text.splitlines() if line.startswith("| ")}
+    assert rows[LABELS["constant"]] == "88.80 ± 0.20" and rows[LABELS["cosine"]] == "89.30 ± 0.20"
+    assert verdict.format(best=LABELS["cosine"]) in text
 
 
 def test_workdir_of_another_experiment_is_refused(setup, tmp_path):

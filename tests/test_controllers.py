@@ -80,7 +80,23 @@ def test_lr_free_optimizers_under_inject_hyperparams(name):
         updates, state = opt.update(grads, state, params)
         params = optax.apply_updates(params, updates)
     effective = controller.recorded_learning_rate(state)
-    assert np.isfinite(effective) and effective > 0
+    # Second route: the same optimizer without inject_hyperparams, its step size read off its own state.
+    raw_opt = {"schedule_free_adamw": optax.contrib.schedule_free_adamw, "prodigy": optax.contrib.prodigy,
+               "dadapt_adamw": optax.contrib.dadapt_adamw,
+               "mechanize": lambda: optax.contrib.mechanize(optax.adam(1.0))}[name]()
+    raw_params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    raw = raw_opt.init(raw_params)
+    for _ in range(3):
+        updates, raw = raw_opt.update(grads, raw, raw_params)
+        raw_params = optax.apply_updates(raw_params, updates)
+    expected = {"schedule_free_adamw": lambda: 0.0025,  # its documented default; no adaptive scale
+                "prodigy": lambda: raw.estim_lr, "dadapt_adamw": lambda: raw.estim_lr,  # default multiplier 1.0
+                "mechanize": lambda: jnp.sum(raw.s)}[name]()  # Adam at 1.0, scaled by sum(s)
+    assert effective == pytest.approx(float(expected), rel=1e-5)
+    for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(raw_params), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)  # and the same steps were taken
+    if name != "schedule_free_adamw":
+        assert effective != pytest.approx(LR_FREE[name].default_lr, rel=1e-3)  # the adaptive part moved
 
 
 def test_schedule_free_is_evaluated_at_its_averaged_params(setup):

@@ -13,6 +13,7 @@ from gns_jax import workflows
 from gns_jax.config import ConfigError
 from gns_jax.targets.glue_task import minilm_dir
 from gns_jax.targets.hf_checkpoint import save_hf_checkpoint
+from gns_jax.targets.task import set_learning_rate
 from gns_jax.targets.transformer import EncoderConfig, TransformerClassifier, init_params
 
 
@@ -85,6 +86,14 @@ def test_pretrained_weights_are_used(glue_dir, tiny_checkpoint):
     loaded = load_hf_checkpoint(tiny_checkpoint, num_labels=2)
     np.testing.assert_array_equal(state.params["layer_0"]["attention"]["query"]["kernel"],
                                   loaded.params["layer_0"]["attention"]["query"]["kernel"])
+    # AdamW's weight decay of 0.1 (Table 8) acts: with zero gradients Adam's direction is 0, so the update is the
+    # decoupled decay alone, -lr * 0.1 * w (by hand).
+    lr = 1e-3
+    opt_state = set_learning_rate(state.opt_state, lr)
+    zeros = jax.tree.map(jax.numpy.zeros_like, state.params)
+    updates, _ = task.optimizer.update(zeros, opt_state, state.params)
+    for u, w in zip(jax.tree.leaves(updates), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_allclose(u, -lr * 0.1 * np.asarray(w), rtol=1e-5, atol=1e-12)
 
 
 def test_size_mismatch_is_a_config_error(glue_dir, tiny_checkpoint, tmp_path):

@@ -13,7 +13,7 @@ from gns_jax import checkpoints, workflows
 from gns_jax.agent import Agent
 from gns_jax.apply import LearnedScheduler, deploy, select_initial_lr
 from gns_jax.targets.build import build_task
-from gns_jax.train import load_agent_params, train_agent
+from gns_jax.train import train_agent
 
 
 def tiny_agent_config(data_dir, cache_dir, **agent):
@@ -25,11 +25,6 @@ def tiny_agent_config(data_dir, cache_dir, **agent):
 def setup(tiny_fashion_mnist, cache_dir):
     config = tiny_agent_config(tiny_fashion_mnist, cache_dir)
     return config, build_task(config)
-
-
-def agent_params(workdir, config, task):
-    agent = Agent(task, config)
-    return load_agent_params(os.path.join(workdir, "checkpoints"), agent.init_params(jax.random.key(0)))
 
 
 def test_two_episodes_write_checkpoint_logs_plot_results(setup, tmp_path):
@@ -58,21 +53,6 @@ def test_two_episodes_write_checkpoint_logs_plot_results(setup, tmp_path):
             config.agent.episodes = 2
     assert [e["episode"] for e in more["episodes"]] == [0, 1, 2]
     assert more["episodes"][:2] == on_disk["episodes"]
-
-
-def test_interrupted_and_resumed_equals_uninterrupted(setup, tmp_path):
-    config, task = setup
-    train_agent(config, str(tmp_path / "straight"), task=task, progress=False)
-    train_agent(config, str(tmp_path / "resumed"), task=task, stop_after=1, progress=False)
-    assert checkpoints.latest_step(str(tmp_path / "resumed" / "checkpoints")) == 1
-    train_agent(config, str(tmp_path / "resumed"), task=task, progress=False)
-    a = agent_params(str(tmp_path / "straight"), config, task)
-    b = agent_params(str(tmp_path / "resumed"), config, task)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    # ...and training changed the agent (the comparison is not vacuous).
-    init = Agent(task, config).init_params(jax.random.fold_in(jax.random.key(config.seed), 10**6))
-    assert any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(init), strict=True))
 
 
 def test_too_high_lr_diverges_with_penalty_and_training_goes_on(tiny_fashion_mnist, cache_dir, tmp_path):
@@ -121,7 +101,10 @@ def test_apply_mode_and_learned_scheduler(setup, tmp_path):
         on_disk = json.loads((tmp_path / "apply" / "results.json").read_text())
         for key in ("test_metric", "val_metric", "lr_trajectory", "initial_lr"):
             assert key in on_disk
-        assert applied["initial_lr"] in applied["candidate_lrs"]
+        # §4.3: the deployed initial LR is the candidate of the largest critic value.
+        best = int(np.argmax(applied["candidate_values"]))
+        assert applied["initial_lr"] == pytest.approx(applied["candidate_lrs"][best], rel=1e-6)
+        assert len(set(np.round(applied["candidate_values"], 6))) == len(applied["candidate_lrs"])
         assert (tmp_path / "apply" / "deployed_lr.png").exists()
 
         scheduler = LearnedScheduler.from_checkpoint(config, trained["agent_checkpoint"], task=task)
@@ -164,5 +147,7 @@ def test_deploy_runs_all_T_steps_paired_with_a_baseline_of_the_same_seed(setup):
     assert baseline["steps"] == 55
     assert result["val_metric"] == pytest.approx(baseline["val_metric"], abs=1e-6)
     assert result["test_metric"] == pytest.approx(baseline["test_metric"], abs=1e-6)
+    # Another seed is another run: told apart by its losses, not by accuracies on 100 images.
     other_seed = ScheduleController(Eq7Schedule.constant(result["initial_lr"])).run(task, 55, 10, seed=4)
-    assert other_seed["val_metric"] != pytest.approx(baseline["val_metric"], abs=1e-6)
+    assert not np.allclose(other_seed["train_loss_trajectory"], baseline["train_loss_trajectory"], rtol=1e-4)
+    assert other_seed["val_loss"] != pytest.approx(baseline["val_loss"], rel=1e-4)

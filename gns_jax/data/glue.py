@@ -159,6 +159,7 @@ class TextSplits:
     is_regression: bool
     max_length: int
     source: str  # the source used: 'local:<task dir>' or 'tfds:glue/<name>'
+    provenance: dict = dataclasses.field(default_factory=dict)  # per split: kind, path, file, sha256
 
     def sizes(self) -> dict[str, int]:
         return {name: len(getattr(self, name)["label"]) for name in SPLITS}
@@ -199,6 +200,8 @@ def read_tsv_split(task: GlueTask, path: str) -> RawSplit:
     with open(path, encoding="utf-8-sig") as f:
         # No csv quoting: GLUE sentences contain unbalanced quote characters.
         rows = [line.rstrip("\r\n").split("\t") for line in f if line.strip()]
+    if not rows:
+        raise ValueError(f"{path}: the file is empty (expected the official GLUE TSV layout)")
     if task.has_header:
         header, rows = rows[0], rows[1:]
         missing = [c for c in (*task.text_columns, task.label_column) if c not in header]
@@ -271,7 +274,13 @@ def _read_raw(task: GlueTask, source: str, data_dir: str | None, tfds_data_dir: 
             dev = read_tsv_split(task, os.path.join(task_dir, task.dev_file))
             return train, dev, f"local:{task_dir}"
         where = os.path.join(data_dir, task.dir_name) if data_dir else "<no data_dir given>"
-        tried.append(f"local {where}/{{train.tsv,{task.dev_file}}}")
+        found = ""
+        if data_dir:
+            from gns_jax.data.images import describe_folder
+
+            found = f" ({data_dir} holds {describe_folder(data_dir)})" if os.path.isdir(data_dir) else (
+                f" ({data_dir} does not exist)")
+        tried.append(f"local {where}/{{train.tsv,{task.dev_file}}}{found}")
     if source in ("auto", "tfds"):
         try:
             train = read_tfds_split(task, "train", tfds_data_dir)
@@ -382,6 +391,7 @@ def load_glue(
             raise ValueError("pass tokenizer_dir (a local HF model folder) or a tokenizer")
         tokenizer = load_tokenizer(tokenizer_dir)
     raw_train, raw_dev, described = _read_raw(spec, source, data_dir, tfds_data_dir)
+    provenance = _provenance(spec, described, split_seed, train_limit, eval_limit)
     train, val = split_train(raw_train, val_fraction, val_max, split_seed)
     limit = lambda raw, n: raw if n is None else _subset(raw, np.arange(min(n, len(raw.labels))))
     train, val, test = limit(train, train_limit), limit(val, eval_limit), limit(raw_dev, eval_limit)
@@ -404,7 +414,30 @@ def load_glue(
         is_regression=spec.is_regression,
         max_length=max_length,
         source=described,
+        provenance=provenance,
     )
+
+
+def _provenance(task: GlueTask, described: str, split_seed: int, train_limit, eval_limit) -> dict:
+    """Where every split was read from: source kind, path, file and its SHA-256 (TFDS: the dataset name)."""
+    kind, where = described.split(":", 1)
+    if kind == "local":
+        from pathlib import Path
+
+        from gns_jax.data.images import file_sha256
+
+        def record(name):
+            path = Path(where) / name
+            return {"kind": kind, "path": where, "files": [str(path)], "sha256": file_sha256([path])}
+
+        train, test = record("train.tsv"), record(task.dev_file)
+    else:
+        train = {"kind": kind, "path": where, "tfds_split": "train"}
+        test = {"kind": kind, "path": where, "tfds_split": task.tfds_dev_split}
+    return {"train": dict(train, rows="official train set minus validation", train_limit=train_limit),
+            "val": dict(train, rows="a seeded part of the official train set", split_seed=split_seed,
+                        eval_limit=eval_limit),
+            "test": dict(test, rows="official dev set", eval_limit=eval_limit)}
 
 
 def task_names() -> Sequence[str]:

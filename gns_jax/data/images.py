@@ -87,6 +87,7 @@ class ImageSplits:
     val_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
+    provenance: dict = dataclasses.field(default_factory=dict)  # per split: kind, path, files, sha256
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -169,6 +170,7 @@ class _LocatedSource:
     location: str  # path shown to the user and stored in ImageSplits.source
     cache_key: tuple  # JSON-serialisable; changes whenever the source's content may have changed
     decode: Callable[[], _OfficialSplits]
+    files: dict = dataclasses.field(default_factory=dict)  # "train" / "test" -> the files that hold that set
 
 
 class _SourceUnavailable(Exception):
@@ -241,7 +243,9 @@ def _locate_idx_folder(kind: str, folder: Path, spec: _DatasetSpec) -> _LocatedS
         return _OfficialSplits(**arrays)
 
     paths = [files[role] for role in _IDX_FILE_STEMS]
-    return _LocatedSource(kind, str(folder), (str(folder.resolve()), _file_fingerprint(paths)), decode)
+    parts = {"train": [files["train_images"], files["train_labels"]],
+             "test": [files["test_images"], files["test_labels"]]}
+    return _LocatedSource(kind, str(folder), (str(folder.resolve()), _file_fingerprint(paths)), decode, parts)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -295,7 +299,8 @@ def _locate_cifar_folder(folder: Path, train_files: Sequence[str], test_file: st
         )
 
     paths = [folder / name for name in (*train_files, test_file)]
-    return _LocatedSource("local", str(folder), (str(folder.resolve()), _file_fingerprint(paths)), decode)
+    parts = {"train": [folder / name for name in train_files], "test": [folder / test_file]}
+    return _LocatedSource("local", str(folder), (str(folder.resolve()), _file_fingerprint(paths)), decode, parts)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -305,7 +310,8 @@ def _locate_cifar_folder(folder: Path, train_files: Sequence[str], test_file: st
 def _locate_local(name: str, data_dir: Path) -> _LocatedSource:
     spec = _SPECS[name]
     if not data_dir.is_dir():
-        raise _SourceUnavailable(f"{data_dir} is not a directory")
+        found = "a file" if data_dir.exists() else "nothing"
+        raise _SourceUnavailable(f"{data_dir} is not a directory ({found} there)")
     candidates = [data_dir, *(data_dir / sub for sub in spec.local_subdirs)]
     reasons = []
     for folder in candidates:
@@ -320,7 +326,50 @@ def _locate_local(name: str, data_dir: Path) -> _LocatedSource:
         except _SourceUnavailable as e:
             reasons.append(str(e))
     subdirs = ", ".join(f"{sub}/" for sub in spec.local_subdirs)
-    raise _SourceUnavailable(f"not in {data_dir} nor its sub-folders {subdirs} ({'; '.join(reasons)})")
+    raise _SourceUnavailable(f"{data_dir} holds {describe_folder(data_dir)}; the files are not in it nor in its "
+                             f"sub-folders {subdirs} ({'; '.join(reasons)})")
+
+
+def describe_folder(folder: Path) -> str:
+    """What a folder holds, for error messages: 'nothing (empty)', or its first entries."""
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError as e:
+        return f"nothing readable ({e.strerror})"
+    if not entries:
+        return "nothing (it is empty)"
+    shown = [f"{e}/" if (Path(folder) / e).is_dir() else e for e in entries[:5]]
+    more = f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+    return f"{len(entries)} entries: {', '.join(shown)}{more}"
+
+
+def file_sha256(paths: Sequence[Path]) -> str:
+    """SHA-256 of the files' contents, in order (the fingerprint of a data source in results files)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _provenance(located: _LocatedSource, val_size: int, split_seed: int, train_limit: int | None) -> dict:
+    """Where every split was read from: source kind, path, files and their SHA-256 (TFDS: its metadata key)."""
+
+    def record(part: str) -> dict:
+        entry = {"kind": located.kind, "path": located.location}
+        paths = located.files.get(part)
+        if paths:
+            entry.update(files=[str(p) for p in paths], sha256=file_sha256(paths))
+        else:
+            entry.update(tfds_split=part, fingerprint=hashlib.sha256(
+                json.dumps(located.cache_key, default=str).encode()).hexdigest())
+        return entry
+
+    train = record("train")
+    return {"train": dict(train, rows="official train set minus validation", train_limit=train_limit),
+            "val": dict(train, rows=f"{val_size} examples of the official train set", split_seed=split_seed),
+            "test": record("test")}
 
 
 def _locate_debian(name: str) -> _LocatedSource:
@@ -558,7 +607,8 @@ def load_image_dataset(
                 failures.append(f"{used} ({reason})")
                 continue
             _write_cache(cache_file, raw)
-        return _split(raw, name, used, val_size, split_seed, train_limit)
+        splits = _split(raw, name, used, val_size, split_seed, train_limit)
+        return dataclasses.replace(splits, provenance=_provenance(located, val_size, split_seed, train_limit))
 
     raise DataNotFoundError(
         f"No usable copy of {name} found. Tried: {'; '.join(failures)}. {_how_to_obtain(name)}"

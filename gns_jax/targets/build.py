@@ -61,7 +61,9 @@ def load_image_task(config: ml_collections.ConfigDict) -> Task:
     if config.model.name == "vgg" and side < 32:
         raise ConfigError(f"VGG-16's five 2x2 max-pools need images of at least 32x32; {d.name} has {side}x{side} "
                           "(use model.name='mlp' or 'resnet', or data.name='cifar10' / 'cifar100')")
-    splits = load_image_dataset(d.name, source=d.source, data_dir=d.data_dir or None,
+    # An explicit data_dir is the data: when it is unusable that is an error, not a fall-back to another copy.
+    source = "local" if d.data_dir and d.source == "auto" else d.source
+    splits = load_image_dataset(d.name, source=source, data_dir=d.data_dir or None,
                                 tfds_data_dir=d.tfds_data_dir or None, cache_dir=d.cache_dir or None,
                                 val_size=d.val_size, split_seed=d.split_seed, train_limit=d.train_limit or None)
     data = {"train": as_numpy_batch(splits.train_images, splits.train_labels),
@@ -69,7 +71,8 @@ def load_image_task(config: ml_collections.ConfigDict) -> Task:
             "test": as_numpy_batch(splits.test_images, splits.test_labels)}
     return Task(model=build_model(config, splits.num_classes), data=data, batch_size=config.batch_size,
                 optimizer=build_optimizer(config), input_fn=image_input_fn(d.name),
-                eval_batch_size=config.eval_batch_size, scan_unroll=config.scan_unroll)
+                eval_batch_size=config.eval_batch_size, scan_unroll=config.scan_unroll,
+                provenance=splits.provenance)
 
 
 def build_task(config: ml_collections.ConfigDict) -> Task:

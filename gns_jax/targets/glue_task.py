@@ -85,7 +85,9 @@ def load_glue_task(config: ml_collections.ConfigDict) -> Task:
     ckpt = resolve_checkpoint(config)
     data_dir = config.data.data_dir or os.environ.get("GLUE_DIR") or None
     splits = load_glue(task_name, data_dir=data_dir, tokenizer_dir=config.data.tokenizer_dir or ckpt,
-                       max_length=config.data.max_length, source=config.data.source,
+                       max_length=config.data.max_length,
+                       # An explicit data_dir is the data: unusable is an error, not a fall-back to TFDS.
+                       source="local" if config.data.data_dir and config.data.source == "auto" else config.data.source,
                        tfds_data_dir=config.data.tfds_data_dir or None, split_seed=config.data.split_seed,
                        val_max=int(config.data.val_size), train_limit=config.data.train_limit or None)
     try:
@@ -112,4 +114,5 @@ def load_glue_task(config: ml_collections.ConfigDict) -> Task:
                 input_fn=text_input_fn,
                 loss_fn=functools.partial(glue_loss, is_regression=splits.is_regression),
                 metric_fn=metric_fn, eval_batch_size=config.eval_batch_size,
-                metric_name=splits.metric, scan_unroll=config.scan_unroll, pretrained=pretrained)
+                metric_name=splits.metric, scan_unroll=config.scan_unroll, pretrained=pretrained,
+                provenance=splits.provenance)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import jax
@@ -49,4 +50,5 @@ def train_with_schedule(task: Task, config: ml_collections.ConfigDict, schedule:
         "lr_trajectory": lr_trajectory,
         "train_loss_trajectory": losses,
         "final_learning_rate": float(get_learning_rate(state.opt_state)),
+        "diverged": not all(math.isfinite(x) for x in [*losses, float(val["loss"]), float(test["loss"])]),
     }

@@ -129,6 +129,7 @@ class Task:
     higher_is_better: bool = True
     scan_unroll: int = 1  # lax.scan unroll; >= K unrolls fully (see train_scan)
     pretrained: PyTree | None = None  # parameters that replace the random init where present (fine-tuning)
+    provenance: dict | None = None  # the data actually read, per split: kind, path, files and their sha256
 
     def __post_init__(self):
         self.device_data = {split: jax.tree.map(jnp.asarray, dict(batch)) for split, batch in self.data.items()}

@@ -1,0 +1,116 @@
+"""What the command line sets up around a run: the default workdir, the console and log file, the compilation cache.
+
+* **Workdir.** Without ``--workdir`` a run goes to ``workdirs/<config file name>`` (relative to the current
+  directory), so ``python -m gns_jax.main --config=configs/cifar10.py`` works as typed and a rerun resumes it.
+* **Console and log file.** By default the console shows what a user reads: progress bars, one line per finished
+  agent episode, warnings, the final summary and errors (one line each). Every log record at INFO and above
+  (gns_jax's own, orbax checkpointing, absl, JAX backend probing) goes to ``<workdir>/log.txt``; records that arrive
+  before the workdir exists are kept and written once it does. ``--verbosity=1`` (or any explicit ``--verbosity``)
+  shows the log on the console too, as absl does.
+* **Compilation cache.** JAX's persistent compilation cache is turned on under a user cache directory, so a
+  resumed run, a second episode length or the next ``make run`` loads its XLA programs instead of compiling them
+  again. ``$GNS_JAX_COMPILATION_CACHE`` names another directory (an empty value turns the cache off); a
+  ``$JAX_COMPILATION_CACHE_DIR`` set by the user is left as JAX reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+LOG_NAME = "log.txt"
+CACHE_ENV = "GNS_JAX_COMPILATION_CACHE"
+# Libraries whose warnings are about their own state, not the run (TFDS probing folders while the 'auto' data
+# source looks for a usable copy; gns_jax reports a missing dataset itself): console only with --verbosity.
+QUIET_LIBRARIES = (f"{os.sep}tensorflow_datasets{os.sep}",)
+
+
+def default_workdir(config_path: str) -> str:
+    """``workdirs/<config file stem>`` (``configs/cifar10.py`` -> ``workdirs/cifar10``)."""
+    stem = os.path.splitext(os.path.basename(config_path.split(":", 1)[0]))[0] or "run"
+    return os.path.join("workdirs", stem)
+
+
+def default_compilation_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "gns_jax", "jax_cache")
+
+
+def enable_compilation_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache; returns its directory (None when turned off)."""
+    import jax
+
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:  # the user's own JAX setting wins
+        return os.environ["JAX_COMPILATION_CACHE_DIR"] or None
+    path = os.environ.get(CACHE_ENV, default_compilation_cache_dir())
+    if not path:
+        return None
+    path = os.path.abspath(os.path.expanduser(path))
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        logging.getLogger(__name__).warning("compilation cache %s is not writable; compiling every run", path)
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    # The programs of a small target compile in well under JAX's default threshold of one second; cache them too.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return path
+
+
+class WorkdirLogHandler(logging.Handler):
+    """Writes records to ``<workdir>/log.txt``; keeps them in memory until the workdir exists (at most ``limit``)."""
+
+    def __init__(self, workdir: str, level: int = logging.INFO, limit: int = 10_000):
+        super().__init__(level)
+        self.path = os.path.join(workdir, LOG_NAME)
+        self.workdir = workdir
+        self._pending: list[str] = []
+        self._file = None
+        self._limit = limit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            if self._file is None and os.path.isdir(self.workdir):
+                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 -- closed in close()
+                for pending in self._pending:
+                    self._file.write(pending + "\n")
+                self._pending = []
+            if self._file is None:
+                if len(self._pending) < self._limit:
+                    self._pending.append(line)
+                return
+            self._file.write(line + "\n")
+            self._file.flush()
+        except Exception:  # noqa: BLE001 -- a log file must never stop a run
+            self._file = None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        super().close()
+
+
+class _ConsoleFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        return not any(part in (record.pathname or "") for part in QUIET_LIBRARIES)
+
+
+def setup_logging(workdir: str, verbose: bool) -> WorkdirLogHandler:
+    """Log file in ``workdir``; a quiet console (warnings and errors only) unless ``verbose``."""
+    from absl import logging as absl_logging
+
+    root = logging.getLogger()
+    handler = WorkdirLogHandler(workdir)
+    handler.setFormatter(absl_logging.PythonFormatter())
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    if not verbose:
+        console = absl_logging.get_absl_handler()
+        console.setLevel(logging.WARNING)
+        console.addFilter(_ConsoleFilter())
+    return handler

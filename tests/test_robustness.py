@@ -1,0 +1,389 @@
+"""Nothing lost, nothing mixed: the workdir rules, config validation, non-finite numbers and interrupts.
+
+Every bad input stops with one line and exit code 2 (Ctrl-C: 130) before any work is lost or mixed: a second run
+on a locked workdir, a resume with other settings, another mode's workdir, any config field with a bad value, a
+config file that does not import, an unusable data_dir, an empty GLUE TSV, a non-finite agent.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from conftest import REPO, tiny_mlp_config
+
+from gns_jax import checkpoints
+from gns_jax import main as cli
+from gns_jax import workdir as workdirs
+from gns_jax.compare import compare_config
+from gns_jax.config import FIELD_BY_PATH, FIELDS, ConfigError, _interval, base_config, validate_config
+
+
+def tiny(data_dir, cache_dir, **agent):
+    """T = 30, K = 10: 3 decision points; one short episode."""
+    return tiny_mlp_config(data_dir, cache_dir, steps=30, decision_interval=10, hidden=(8,),
+                           **{"episodes": 1, "deploy_candidates": 2, "deploy_pre_decisions": 1, "probe": False,
+                              **agent})
+
+
+def exits(capsys, mode, config, workdir, code=2) -> str:
+    """Run through the command line's error handling; returns the one stderr line."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run_or_exit(mode, config, str(workdir))
+    assert exit_info.value.code == code
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def leaves(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            out += leaves(value, f"{prefix}{key}.")
+        else:
+            out.append(prefix + key)
+    return out
+
+
+# ---- 3. every field validated from one table -------------------------------------------------------------------
+def full_config():
+    config = base_config()
+    config.compare = compare_config("images")
+    return config
+
+
+def test_the_table_covers_every_field():
+    paths = leaves(full_config())
+    assert sorted(p for p in paths if p not in FIELD_BY_PATH) == []
+    assert sorted(f.path for f in FIELDS if f.path not in paths) == []
+    validate_config(full_config(), "compare")
+
+
+def bad_values(spec):
+    """An out-of-range value (where the field has a range or choices) and a wrongly typed one."""
+    tuple_kind = spec.kind in ("ints", "floats", "strs")
+    out = []
+    if spec.interval:
+        low, high, low_closed, high_closed = _interval(spec.interval)
+        value = (low - 1 if low_closed else low) if low > -np.inf else (high + 1 if high_closed else high)
+        value = int(value) if spec.kind in (int, "ints") else float(value)
+        out.append(("range", (value,) if tuple_kind else value))
+    if spec.choices:
+        wrong = "no-such-choice" if isinstance(spec.choices[0], str) else 19
+        out.append(("choice", (wrong,) if tuple_kind else wrong))
+    if spec.directory:
+        out.append(("directory", "/nonexistent/gns_jax/dir"))
+    wrong_type = {int: "abc", float: "abc", bool: "yes", str: 5}.get(spec.kind, "abc")
+    out.append(("type", wrong_type))
+    return out
+
+
+CASES = [(spec.path, what, value) for spec in FIELDS for what, value in bad_values(spec)]
+
+
+@pytest.fixture(scope="module")
+def valid(tiny_fashion_mnist, cache_dir):
+    config = tiny(tiny_fashion_mnist, cache_dir)
+    with config.unlocked():
+        config.compare = compare_config("images")
+    return config.to_dict()
+
+
+@pytest.mark.parametrize("path,what,value", CASES, ids=[f"{p}-{w}" for p, w, _ in CASES])
+def test_every_field_rejects_a_bad_value_before_any_file(valid, path, what, value, tmp_path, capsys):
+    node = valid = json.loads(json.dumps(valid))  # a fresh copy (tuples become lists: still valid)
+    *parents, leaf = path.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    config = ml_collections.ConfigDict(valid)
+    mode = FIELD_BY_PATH[path].modes[0]
+    line = exits(capsys, mode, config, tmp_path / "w")
+    assert line.startswith("gns_jax: error: ") and f"config.{path}" in line
+    assert not (tmp_path / "w").exists()
+
+
+def test_late_failures_are_caught_up_front(tiny_fashion_mnist, cache_dir, tmp_path, capsys):
+    for field, value in (("data.val_size", 0), ("agent.num_envs", 0), ("agent.episodes", 0), ("agent.sigma", 0.0)):
+        config = tiny(tiny_fashion_mnist, cache_dir)
+        section, name = field.split(".")
+        config[section][name] = value
+        assert f"config.{field}" in exits(capsys, "train_agent", config, tmp_path / "w")
+    assert not (tmp_path / "w").exists()
+
+
+def test_group_size_must_divide_the_environments(tiny_fashion_mnist, cache_dir):
+    config = tiny(tiny_fashion_mnist, cache_dir, num_envs=3, group_size=2)
+    with pytest.raises(ConfigError, match="group_size"):
+        validate_config(config, "train_agent")
+
+
+# ---- config files that do not import -----------------------------------------------------------------------------
+def run_cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "gns_jax.main", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("source,expected", [
+    ("def get_config(:\n    pass\n", ":1: SyntaxError"),
+    ("import no_such_module_here\n", ":1: ModuleNotFoundError"),
+    ("def get_config():\n    return 1 / 0\n", ":2: ZeroDivisionError"),
+    ("\n\ndef get_config():\n    return {'steps': 3}\n", ":3: get_config() returned dict"),
+])
+def test_bad_config_files_are_file_line_message(source, expected, tmp_path):
+    path = tmp_path / "bad_config.py"
+    path.write_text(source)
+    proc = run_cli(f"--config={path}", f"--workdir={tmp_path / 'w'}", "--mode=train_target")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"gns_jax: error: {path}") and expected in lines[0], lines
+    assert not (tmp_path / "w").exists()
+
+
+def test_one_line_keeps_quotes_inside_the_message():
+    assert cli.one_line(ValueError("unknown optimizer 'sgdd'")) == "unknown optimizer 'sgdd'"
+    assert cli.one_line(KeyError("'stpes'")) == "'stpes'"  # str(KeyError) wraps the quoted name once more
+    assert cli.one_line(ValueError("field 'stpes' of\n 'config'")) == "field 'stpes' of 'config'"
+
+
+# ---- 1. the lock -------------------------------------------------------------------------------------------------
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path):
+    lock = workdirs.WorkdirLock(str(tmp_path))
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "taken": time.time(), "started": "now"}
+    (tmp_path / workdirs.LOCK_NAME).write_text(json.dumps(holder))
+    with pytest.raises(workdirs.WorkdirError, match=f"workdir in use by pid {os.getppid()} on "):
+        lock.acquire()
+    (tmp_path / workdirs.LOCK_NAME).write_text(json.dumps(dict(holder, pid=dead_pid())))
+    with lock:  # the holder is gone: stale
+        assert lock.holder()["pid"] == os.getpid()
+    assert not (tmp_path / workdirs.LOCK_NAME).exists()  # released on exit
+    (tmp_path / workdirs.LOCK_NAME).write_text(json.dumps(dict(holder, pid=dead_pid(), host="elsewhere")))
+    with pytest.raises(workdirs.WorkdirError, match="on elsewhere"):
+        lock.acquire()  # another host's pid cannot be checked: never taken over
+
+
+def test_skipped_checkpoint_save_is_an_error(tmp_path):
+    state = {"w": jnp.ones(3)}
+    checkpoints.save(str(tmp_path), 0, state, {"episodes": []})
+    with pytest.raises(checkpoints.CheckpointError, match="exists already"):
+        checkpoints.save(str(tmp_path), 0, state, {"episodes": []})
+
+
+def test_ctrl_c_during_a_checkpoint_write_waits_for_it():
+    with pytest.raises(KeyboardInterrupt):
+        with checkpoints.interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            finished = True  # the block ran to its end before the interrupt was raised
+    assert finished
+
+
+# ---- 2. resume checks the settings; one mode per workdir --------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tiny_fashion_mnist, cache_dir, tmp_path_factory):
+    """A finished one-episode train_agent workdir (through the command line's run)."""
+    workdir = tmp_path_factory.mktemp("trained")
+    config = tiny(tiny_fashion_mnist, cache_dir)
+    cli.run("train_agent", config, str(workdir))
+    return config, workdir
+
+
+def snapshot(workdir) -> dict:
+    return {name: (workdir / name).read_text() for name in ("config.json", "results.json", "settings.json")}
+
+
+def test_resume_with_other_settings_is_refused(trained, capsys):
+    config, workdir = trained
+    before = snapshot(workdir)
+    for field, value in (("model.hidden", (9,)), ("seed", 1), ("agent.encoder", "gat"), ("data.split_seed", 3)):
+        changed = ml_collections.ConfigDict(config.to_dict())
+        section, _, name = field.rpartition(".")
+        (changed[section] if section else changed)[name] = value
+        line = exits(capsys, "train_agent", changed, workdir)
+        assert field in line and "other settings" in line, line
+    assert snapshot(workdir) == before  # nothing rewritten, config.json included
+
+
+def test_extending_a_run_is_not_a_mismatch(trained):
+    config, workdir = trained
+    assert workdirs.claim(str(workdir), "train_agent", ml_collections.ConfigDict(
+        dict(config.to_dict(), agent=dict(config.agent.to_dict(), episodes=5, checkpoint_every=3))))
+
+
+def test_other_modes_refuse_the_workdir_and_rejected_runs_write_nothing(trained, capsys):
+    config, workdir = trained
+    before = snapshot(workdir)
+    apply_config = ml_collections.ConfigDict(dict(config.to_dict(), agent_checkpoint=str(workdir / "checkpoints")))
+    assert "holds train_agent results" in exits(capsys, "apply", apply_config, workdir)
+    assert "holds train_agent results" in exits(capsys, "train_target", config, workdir)
+    bad = ml_collections.ConfigDict(config.to_dict())
+    bad.agent.validation_prob = 1.5
+    assert "config.agent.validation_prob" in exits(capsys, "train_agent", bad, workdir)
+    assert snapshot(workdir) == before
+
+
+def test_results_name_the_data_actually_read(trained, tiny_fashion_mnist):
+    _, workdir = trained
+    results = json.loads((workdir / "results.json").read_text())
+    source = results["data_source"]
+    assert set(source) == {"train", "val", "test"}
+    for split in source.values():
+        assert split["kind"] == "local" and split["path"] == tiny_fashion_mnist and len(split["sha256"]) == 64
+    assert source["train"]["sha256"] != source["test"]["sha256"]
+
+
+# ---- 4. data provenance ----------------------------------------------------------------------------------------
+def test_an_unusable_data_dir_is_an_error_not_a_fallback(tiny_fashion_mnist, cache_dir, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    config = tiny(tiny_fashion_mnist, cache_dir)
+    config.data.data_dir = str(empty)  # source 'auto': Debian's copy would be found, but data_dir was asked for
+    line = exits(capsys, "train_target", config, tmp_path / "w")
+    assert str(empty) in line and "nothing (it is empty)" in line
+    (empty / "notes.txt").write_text("x")
+    assert "1 entries: notes.txt" in exits(capsys, "train_target", config, tmp_path / "w2")
+
+
+def test_empty_glue_tsv_is_one_line(tmp_path):
+    from gns_jax.data.glue import TASKS, canonical_task_name, read_tsv_split
+
+    (tmp_path / "train.tsv").write_text("")
+    with pytest.raises(ValueError, match="train.tsv: the file is empty"):
+        read_tsv_split(TASKS[canonical_task_name("rte")], str(tmp_path / "train.tsv"))
+    (tmp_path / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n")
+    with pytest.raises(ValueError, match="dev.tsv: no labeled rows"):
+        read_tsv_split(TASKS[canonical_task_name("rte")], str(tmp_path / "dev.tsv"))
+
+
+# ---- 5. non-finite numbers ---------------------------------------------------------------------------------------
+def test_results_json_is_strict_with_null_and_flags(tmp_path):
+    path = str(tmp_path / "r.json")
+    workdirs.write_json(path, {"val": float("nan"), "runs": [{"loss": float("inf")}, {"loss": 1.0}],
+                               "x": np.float32(2.0)})
+
+    def refuse(token):
+        raise ValueError(token)
+
+    data = json.loads(open(path).read(), parse_constant=refuse)
+    assert data["val"] is None and data["runs"][0]["loss"] is None and data["x"] == 2.0
+    assert data["non_finite"] == ["val", "runs[0].loss"]
+
+
+def test_a_diverged_target_writes_strict_json(tiny_fashion_mnist, cache_dir, tmp_path):
+    config = tiny(tiny_fashion_mnist, cache_dir)
+    config.optimizer.name = "sgd"
+    config.optimizer.learning_rate = 1e6
+    cli.run("train_target", config, str(tmp_path))
+    text = (tmp_path / "results.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    results = json.loads(text)
+    assert results["diverged"] is True and results["non_finite"]
+    assert results["data_source"]["test"]["sha256"]
+
+
+def test_a_non_finite_ppo_update_stops_before_the_checkpoint(tiny_fashion_mnist, cache_dir, tmp_path, capsys,
+                                                             monkeypatch):
+    from gns_jax.agent import Agent
+
+    update = Agent.ppo_update
+
+    def poisoned(self, *args, **kwargs):
+        state, metrics = update(self, *args, **kwargs)
+        return state.replace(params=jax.tree.map(lambda p: p * jnp.nan, state.params)), metrics
+
+    monkeypatch.setattr(Agent, "ppo_update", poisoned)
+    config = tiny(tiny_fashion_mnist, cache_dir, episodes=2)
+    line = exits(capsys, "train_agent", config, tmp_path)
+    assert "PPO update of episode 1 is not finite" in line and line.endswith(os.path.join("checkpoints", "0"))
+    assert checkpoints.all_steps(str(tmp_path / "checkpoints")) == [0]  # the last good agent stays
+
+
+def test_apply_refuses_a_non_finite_agent(trained, tmp_path, capsys):
+    config, workdir = trained
+    like = checkpoints.restore(str(workdir / "checkpoints"), _like(config), step=1)[0]
+    nan_state = like.replace(ppo=like.ppo.replace(params=jax.tree.map(lambda p: p * jnp.nan, like.ppo.params)))
+    checkpoints.save(str(tmp_path / "nan"), 1, nan_state, {"episodes": []})
+    apply_config = ml_collections.ConfigDict(dict(config.to_dict(), agent_checkpoint=str(tmp_path / "nan" / "1")))
+    assert "non-finite parameters" in exits(capsys, "apply", apply_config, tmp_path / "apply")
+
+
+def _like(config):
+    from gns_jax.agent import Agent
+    from gns_jax.targets.build import build_task
+    from gns_jax.train import initial_agent_state
+
+    return initial_agent_state(Agent(build_task(config), config), config)
+
+
+def test_divergence_before_the_first_action_is_penalized():
+    from gns_jax.env import StepInfo, episode_rewards
+
+    n = 3
+    nan = jnp.full((n,), jnp.nan)
+    infos = StepInfo(learning_rate=jnp.ones(n), mean_loss=nan, metric=nan, validated=jnp.zeros(n, bool),
+                     diverged=jnp.zeros(n, bool), done=jnp.zeros(n, bool))
+    reset = StepInfo(learning_rate=jnp.ones(()), mean_loss=jnp.nan, metric=jnp.asarray(jnp.nan),
+                     validated=jnp.asarray(True), diverged=jnp.asarray(True), done=jnp.asarray(True))
+    rewards, valid = episode_rewards(infos, reset, -2.0)
+    np.testing.assert_array_equal(np.asarray(valid), [True, False, False])
+    np.testing.assert_array_equal(np.asarray(rewards), [-2.0, 0.0, 0.0])
+
+
+# ---- 1 + 6. concurrent runs and Ctrl-C (subprocesses) ------------------------------------------------------------
+def config_file(tmp_path, data_dir, cache_dir, episodes) -> str:
+    path = tmp_path / "tiny_config.py"
+    path.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {os.path.join(REPO, 'tests')!r})\n"
+        "from conftest import tiny_mlp_config\n\n\n"
+        "def get_config():\n"
+        f"    return tiny_mlp_config({data_dir!r}, {cache_dir!r}, steps=30, decision_interval=10, hidden=(8,),\n"
+        f"                           episodes={episodes}, probe=False)\n")
+    return str(path)
+
+
+def test_second_run_is_refused_and_ctrl_c_exits_130_and_resumes(tiny_fashion_mnist, cache_dir, tmp_path):
+    workdir = tmp_path / "w"
+    config = config_file(tmp_path, tiny_fashion_mnist, cache_dir, episodes=10_000)
+    first = subprocess.Popen([sys.executable, "-m", "gns_jax.main", f"--config={config}", f"--workdir={workdir}",
+                              "--mode=train_agent"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.time() + 900
+        while not (workdir / "checkpoints" / "1").is_dir():  # one episode finished and saved
+            assert first.poll() is None and time.time() < deadline, first.stderr.read()[-2000:]
+            time.sleep(0.5)
+        second = run_cli(f"--config={config}", f"--workdir={workdir}", "--mode=train_agent",
+                         "--config.seed=1", "--config.model.hidden=(16,)")
+        assert second.returncode == 2
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            f"gns_jax: error: workdir in use by pid {first.pid} on {socket.gethostname()}"), lines
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and len(lines) >= 1
+    done = checkpoints.latest_step(str(workdir / "checkpoints"))
+    assert lines[-1] == f"gns_jax: interrupted after episode {done}; rerun the same command to resume"
+    assert not (workdir / workdirs.LOCK_NAME).exists()
+    episodes = (workdir / "logs" / "episodes.csv").read_text().splitlines()
+    assert episodes[0].startswith("step,") and sum(line.startswith("step,") for line in episodes) == 1
