@@ -122,6 +122,9 @@ def gns(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return run_method(config, workdir)
 
 
+_SELECTED_BY = {"value": "V(s)", "metric": "validation"}
+
+
 def quickstart(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """The whole method, then the config's fixed schedule from the same start; both side by side and in one plot."""
     return run_method(config, workdir, compare_schedule=True)
@@ -193,7 +196,8 @@ def compare_with_schedule(config: ml_collections.ConfigDict, workdir: str, task:
     replay = run_with_curve(task, config, lr_trajectory=deployed["lr_trajectory"])
     gns_run = dict(replay, label="GNS (deployed)", test_metric=deployed["test_metric"],
                    val_metric=deployed["val_metric"], replay_test_metric=replay["test_metric"],
-                   replay_val_metric=replay["val_metric"], initial_lr=deployed["initial_lr"])
+                   replay_val_metric=replay["val_metric"], initial_lr=deployed["initial_lr"],
+                   deploy_selection=deployed.get("deploy_selection", "value"))
     plot = plot_schedule_comparison({"GNS (deployed)": gns_run, label: baseline}, os.path.join(workdir,
                                     "comparison.png"), metric_name=task.metric_name,
                                     title=f"{config.model.name} on {config.data.name}, T = {int(config.steps):,}, "
@@ -209,7 +213,8 @@ def comparison_table(config: ml_collections.ConfigDict, comparison: dict) -> lis
     g, b = comparison["gns"], comparison["baseline"]
     metric = g["metric_name"]
     o = config.optimizer
-    rows = [("GNS (deployed)", g, f"initial lr {g['initial_lr']:.2e} by V(s), then the policy's mean action"),
+    picked_by = _SELECTED_BY.get(g.get("deploy_selection", "value"), "V(s)")
+    rows = [("GNS (deployed)", g, f"initial lr {g['initial_lr']:.2e} by {picked_by}, then the policy's mean action"),
             (b["label"], b, f"alpha_max {o.learning_rate:g}, mu {o.mu:g}, eta1 {o.eta1:g}, eta2 {o.eta2:g}")]
     width = max(len(r[0]) for r in rows)
     lines = [f"same initial weights and data order (seed {comparison['seed']}), T = {comparison['steps']:,} steps:",

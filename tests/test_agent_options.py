@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import REPO, tiny_mlp_config
 
 from gns_jax.agent import Agent
 from gns_jax.graph import FEATURE_NAMES
@@ -15,7 +16,6 @@ from gns_jax.ppo import PPOConfig, Transition, center_within_groups, make_batch
 from gns_jax.probe import ProbeSet, build_probe_set, probe_metrics
 from gns_jax.targets.build import build_task
 from gns_jax.train import run_episode, train_agent
-from conftest import REPO, tiny_mlp_config
 
 
 def test_center_within_groups_matches_a_numpy_loop():

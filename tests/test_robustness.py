@@ -39,8 +39,9 @@ def exits(capsys, mode, config, workdir, code=2) -> str:
     with pytest.raises(SystemExit) as exit_info:
         cli.run_or_exit(mode, config, str(workdir))
     assert exit_info.value.code == code
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
+    err = capsys.readouterr().err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("gns_jax:")]  # not bars
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
     return lines[0]
 
 
@@ -287,7 +288,7 @@ def test_results_json_is_strict_with_null_and_flags(tmp_path):
 def test_a_diverged_target_writes_strict_json(tiny_fashion_mnist, cache_dir, tmp_path):
     config = tiny(tiny_fashion_mnist, cache_dir)
     config.optimizer.name = "sgd"
-    config.optimizer.learning_rate = 1e6
+    config.optimizer.learning_rate = 1e30  # the weights overflow in the first steps
     cli.run("train_target", config, str(tmp_path))
     text = (tmp_path / "results.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
