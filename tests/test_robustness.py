@@ -40,7 +40,8 @@ def exits(capsys, mode, config, workdir, code=2) -> str:
         cli.run_or_exit(mode, config, str(workdir))
     assert exit_info.value.code == code
     err = capsys.readouterr().err
-    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("gns_jax:")]  # not bars
+    # Our lines, not the progress bars' (a bar leaves its last state on the line the error is printed on).
+    lines = [line[line.index("gns_jax:"):] for line in err.replace("\r", "\n").splitlines() if "gns_jax:" in line]
     assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
     return lines[0]
 
