@@ -135,7 +135,8 @@ def overrides(data_dir, cache_dir, steps=40, decision_interval=20):
     return ["--config.data.source=local", f"--config.data.data_dir={data_dir}", f"--config.data.cache_dir={cache_dir}",
             "--config.data.val_size=100", "--config.model.hidden=(16,16)", f"--config.steps={steps}",
             f"--config.decision_interval={decision_interval}", "--config.batch_size=32", "--config.eval_batch_size=100",
-            "--config.agent.episodes=1", "--config.agent.num_envs=1", "--config.agent.encoder_hidden=8",
+            "--config.agent.episodes=1", "--config.agent.num_envs=1", "--config.agent.group_size=1",
+            "--config.agent.encoder_hidden=8",
             "--config.agent.head_hidden=8", "--config.agent.deploy_candidates=2", "--config.agent.probe=False"]
 
 
