@@ -44,8 +44,9 @@ data:
 run: setup data
 	$(PY) -m gns_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) --mode=quickstart
 
+# One pytest process per test file: a crash or leak in one file's XLA programs cannot take the others down.
 test: $(TEST_STAMP) data
-	$(PY) -m pytest -q tests
+	@status=0; for f in tests/test_*.py; do echo "== $$f"; $(PY) -m pytest -q $$f || status=1; done; exit $$status
 
 lint: setup
 	$(VENV)/bin/ruff check gns_jax tests benchmarks examples
