@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -48,6 +47,8 @@ from gns_jax.controllers import (
 )
 from gns_jax.schedules import Eq7Schedule
 from gns_jax.targets.task import Task
+from gns_jax.workdir import check as check_settings
+from gns_jax.workdir import read_json, write_json
 
 AGENT_SELECTIONS = ("last", "best_val")
 SCHEDULE_METHODS = ("constant", "polynomial", "cosine")
@@ -155,8 +156,8 @@ def select_best(results: Sequence[dict], higher_is_better: bool = True) -> int:
     """Index of the result with the best *validation* metric (diverged or non-finite never win; ties: first)."""
     best, best_value = None, None
     for i, r in enumerate(results):
-        v = r.get("val_metric", math.nan)
-        if r.get("diverged") or v is None or not np.isfinite(v):
+        v = r.get("val_metric")
+        if r.get("diverged") or not finite(v):
             continue
         if best is None or (v > best_value if higher_is_better else v < best_value):
             best, best_value = i, v
@@ -166,19 +167,23 @@ def select_best(results: Sequence[dict], higher_is_better: bool = True) -> int:
     return best
 
 
-def read_json(path: str) -> dict | None:
+def finite(value) -> bool:
+    """Whether a number read back from a results file is usable: not null (a non-finite number), not NaN or inf."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None  # absent, or cut short by an interruption: run it again
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
-def write_json(path: str, payload: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(path + ".tmp", path)
+def save(path: str, result: dict) -> dict:
+    """Write a run's record (``gns_jax.workdir.write_json``: strict JSON, non-finite numbers as null, listed under
+    ``non_finite``) and return it as a rerun will read it, so a fresh search and a resumed one select alike."""
+    write_json(path, result)
+    return read_json(path) or result
+
+
+def _metric(value) -> str:
+    return f"{value:.4f}" if finite(value) else "non-finite"
 
 
 def grid_search(points: Sequence[dict], evaluate: Callable[[dict], dict], cache_dir: str,
@@ -189,10 +194,9 @@ def grid_search(points: Sequence[dict], evaluate: Callable[[dict], dict], cache_
         path = os.path.join(cache_dir, point_id(hp) + ".json")
         result = read_json(path)
         if result is None:
-            result = dict(evaluate(hp), hparams=hp)
-            write_json(path, result)
-            logging.info("%s %d/%d %s: val %.4f", os.path.basename(cache_dir), i + 1, len(points), point_id(hp),
-                         result["val_metric"])
+            result = save(path, dict(evaluate(hp), hparams=hp))
+            logging.info("%s %d/%d %s: val %s", os.path.basename(cache_dir), i + 1, len(points), point_id(hp),
+                         _metric(result["val_metric"]))
         results.append(result)
     return select_best(results, higher_is_better), results
 
@@ -257,12 +261,11 @@ def cma_search(box: Box, evaluate: Callable[[dict], dict], *, evaluations: int, 
             result = read_json(path)
             if result is None or not np.allclose(result["x"], x, rtol=0, atol=1e-12):
                 hp = box.hparams(x)
-                result = dict(evaluate(hp), hparams=hp, x=[float(v) for v in x])
-                write_json(path, result)
-                logging.info("cmaes %d/%d %s: val %.4f", i + 1, evaluations, point_id(hp), result["val_metric"])
+                result = save(path, dict(evaluate(hp), hparams=hp, x=[float(v) for v in x]))
+                logging.info("cmaes %d/%d %s: val %s", i + 1, evaluations, point_id(hp), _metric(result["val_metric"]))
             results.append(result)
-            v = result["val_metric"]
-            fitness.append(sign * v if np.isfinite(v) and not result.get("diverged") else 1e9)
+            v = result["val_metric"]  # null when it was not finite: the worst fitness, like a divergence
+            fitness.append(sign * v if finite(v) and not result.get("diverged") else 1e9)
         if len(fitness) == len(candidates):
             es.tell(candidates, fitness)
     return select_best(results, higher_is_better), results
@@ -387,24 +390,41 @@ def best_validation_agent(out: dict, agent_dir: str, higher_is_better: bool = Tr
 EXPERIMENT_FIELDS = ("steps", "decision_interval", "batch_size", "data", "model", "optimizer")
 
 
-def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Cached runs are only reused for the same experiment: refuse a workdir written under other settings."""
+def _experiment_settings(config: ml_collections.ConfigDict) -> dict:
     settings = {k: v for k, v in config_to_dict(config).items() if k in EXPERIMENT_FIELDS}
     settings["data"] = {k: v for k, v in settings["data"].items() if k != "cache_dir"}
     settings["tune_seed"] = int(config.compare.tune_seed)
-    path = os.path.join(workdir, "experiment.json")
-    previous = read_json(path)
-    if previous is None:
-        write_json(path, settings)
-    elif previous != settings:
+    return settings
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Every refusal of ``compare``, before any work and reading only: a bad ``compare`` section, a workdir of
+    another experiment (cached runs are only reused for the same one), another ``agent_selection`` than the agents
+    there were selected with, or agent settings other than those of an agent that still has runs to do."""
+    _check(config)
+    cc = config.compare
+    settings = _experiment_settings(config)
+    previous = read_json(os.path.join(workdir, "experiment.json"))
+    if previous is not None and previous != settings:
         changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
         raise ConfigError(f"{workdir} holds runs of another experiment (fields {changed} differ); use a new workdir")
+    for name in cc.methods:
+        if name not in AGENT_METHODS:
+            continue
+        selected = read_json(os.path.join(workdir, "tune", name, "selected.json"))
+        held = None if selected is None else selected.get("agent_selection", "last")
+        if held not in (None, cc.agent_selection):
+            raise ConfigError(f"{workdir} holds {name} runs with agent_selection={held!r}, not "
+                              f"{cc.agent_selection!r}; use a new workdir (copy agents/ into it to skip training)")
+        if any(read_json(seed_path(workdir, name, s)) is None for s in range(int(cc.num_seeds))):
+            check_settings(os.path.join(workdir, "agents", name), "train_agent", agent_method_config(name, config))
 
 
 def compare(config: ml_collections.ConfigDict, workdir: str, task: Task | None = None) -> dict:
     """Tune (on validation) and run every method of ``config.compare.methods``; skips what ``workdir`` holds."""
-    _check(config)
-    _check_workdir(config, workdir)
+    check_workdir(config, workdir)
+    if read_json(os.path.join(workdir, "experiment.json")) is None:
+        write_json(os.path.join(workdir, "experiment.json"), _experiment_settings(config))
     cc = config.compare
     seeds = list(range(int(cc.num_seeds)))
     counts = Counts()
@@ -415,10 +435,6 @@ def compare(config: ml_collections.ConfigDict, workdir: str, task: Task | None =
         counts.skipped_runs += len(seeds) - len(missing)
         selected_path = os.path.join(workdir, "tune", name, "selected.json")
         previous = read_json(selected_path)
-        held = None if previous is None else previous.get("agent_selection", "last")
-        if name in AGENT_METHODS and held not in (None, cc.agent_selection):
-            raise ConfigError(f"{workdir} holds {name} runs with agent_selection={held!r}, not "
-                              f"{cc.agent_selection!r}; use a new workdir (copy agents/ into it to skip training)")
         if not missing:
             summary[name] = previous
             continue
@@ -434,10 +450,9 @@ def compare(config: ml_collections.ConfigDict, workdir: str, task: Task | None =
         for s in missing:
             result = controller.run(task, steps, k, s)
             counts.runs += 1
-            result.update(method=name, seed=s, hparams=selected["hparams"])
-            write_json(seed_path(workdir, name, s), result)
-            logging.info("%s seed %d: val %.4f test %.4f (%.1f s)", name, s, result["val_metric"],
-                         result["test_metric"], result["wall_seconds"])
+            result = save(seed_path(workdir, name, s), dict(result, method=name, seed=s, hparams=selected["hparams"]))
+            logging.info("%s seed %d: val %s test %s (%.1f s)", name, s, _metric(result["val_metric"]),
+                         _metric(result["test_metric"]), result["wall_seconds"])
         summary[name] = selected
     status = {"counts": dataclasses.asdict(counts), "selected": summary, "config": config_to_dict(config)}
     write_json(os.path.join(workdir, "compare.json"), status)

@@ -37,32 +37,40 @@ def one_line(error: BaseException) -> str:
     return " ".join(text.split())
 
 
-def write_json(path: str, payload: dict) -> None:
-    """Atomic strict JSON (non-finite numbers become null, listed under ``non_finite``)."""
-    workdirs.write_json(path, payload)
-
-
 def run(mode: str, config, workdir: str) -> dict:
     """Run one mode; returns what it wrote to ``workdir/results.json`` (or ``graph.json``).
 
-    Order: every config field is validated (nothing is written before); the workdir is locked for this run; the
-    workdir must hold nothing of another mode or of a run with other settings (``gns_jax.workdir.claim``); only
-    then ``config.json`` is written and the work starts.
+    Order: every config field is validated and the workdir is checked (not locked by a live run, same mode, same
+    settings; for ``compare`` also its cached runs), reading only, so a refused run leaves the workdir exactly as it
+    was; then the workdir is locked for this run, the run's settings are recorded (``gns_jax.workdir.claim``),
+    ``config.json`` is written, the log file starts and the work starts.
     """
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
     validate_config(config, mode)
+    from gns_jax import runtime
+
     if mode == "report":  # reads a compare workdir, writes only the report files
         held = workdirs.infer_mode(workdir) if os.path.isdir(workdir) else None
         stored = workdirs.read_json(os.path.join(workdir, workdirs.SETTINGS_NAME))
         held = stored.get("mode") if stored else held
         if held not in (None, "compare"):
             raise ConfigError(f"{workdir} holds {held} results; report reads the workdir of a compare run")
+        if not os.path.isdir(os.path.join(workdir, "runs")):
+            raise ConfigError(f"no runs under {os.path.join(workdir, 'runs')}: run --mode=compare first")
         with workdirs.WorkdirLock(workdir):
+            runtime.start_workdir_log()
             return _run_mode(mode, config, workdir)
+    workdirs.WorkdirLock(workdir).check()  # a run in progress is named first: its files may still change
+    workdirs.check(workdir, mode, config)
+    if mode == "compare":
+        from gns_jax.compare import check_workdir
+
+        check_workdir(config, workdir)
     with workdirs.WorkdirLock(workdir):
-        workdirs.claim(workdir, mode, config)
-        write_json(os.path.join(workdir, "config.json"), config_to_dict(config))
+        workdirs.claim(workdir, mode, config)  # again, now that the workdir is ours
+        workdirs.write_json(os.path.join(workdir, "config.json"), config_to_dict(config))
+        runtime.start_workdir_log()
         return _run_mode(mode, config, workdir)
 
 
@@ -75,7 +83,7 @@ def _run_mode(mode: str, config, workdir: str) -> dict:
         results = train_with_schedule(task, config)
         results["data_source"] = getattr(task, "provenance", None)
         results["config"] = config_to_dict(config)
-        write_json(os.path.join(workdir, "results.json"), results)
+        workdirs.write_json(os.path.join(workdir, "results.json"), results)
         logging.info("test %s = %.4f (val %.4f) after %d steps in %.1f s", results["metric_name"],
                      results["test_metric"], results["val_metric"], results["steps"], results["wall_seconds"])
         return results
@@ -130,6 +138,7 @@ def run_or_exit(mode: str, config, workdir: str) -> dict:
     try:
         return run(mode, config, workdir)
     except KeyboardInterrupt:
+        close_progress_bars()  # the message goes on a line of its own, not after a half-drawn bar
         print(f"gns_jax: {interrupted_message(mode, workdir)}", file=sys.stderr)
         sys.exit(130)
     except (ConfigError, OSError, RuntimeError, ValueError) as e:
@@ -137,6 +146,14 @@ def run_or_exit(mode: str, config, workdir: str) -> dict:
         logging.info("error: %s", one_line(e), exc_info=True)
         print(f"gns_jax: error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
+
+
+def close_progress_bars() -> None:
+    """Close every tqdm bar still open (an interrupted run's): each ends its line instead of being redrawn later."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def interrupted_message(mode: str, workdir: str) -> str:

@@ -11,6 +11,10 @@ Reads ``workdir/runs/<method>/seed_<s>.json`` and ``workdir/tune/<method>/select
 
 The baselines in the verdict are every method except GNS and its Table 4 ablations (FRS, CSS); "best" is by mean
 test metric, which is how a results table is read — no hyperparameter is ever selected on it.
+
+The results files are strict JSON (``gns_jax.workdir.write_json``): a number that was not finite is ``null``. Here
+it counts as NaN, so a method with such a seed shows a NaN mean (and its diverged runs) and is never the best
+baseline.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from gns_jax.compare import AGENT_METHODS, METHODS, point_id, read_json  # noqa: E402
+from gns_jax.compare import AGENT_METHODS, METHODS, point_id  # noqa: E402
 from gns_jax.config import ConfigError  # noqa: E402
+from gns_jax.workdir import read_json  # noqa: E402
 
 LABELS = {
     "constant": "Constant", "polynomial": "Polynomial (Eq. 7)", "cosine": "Cosine (Eq. 7)",
@@ -68,8 +73,13 @@ def agent_probe(workdir: str, method: str) -> dict[str, float]:
     return {k: float(v) for k, v in rows[-1].items() if k.startswith("probe_") and v not in ("", None)}
 
 
-def _stats(values: Sequence[float]) -> tuple[float, float]:
-    a = np.asarray(values, float)
+def _numbers(values: Sequence[float | None]) -> np.ndarray:
+    """Numbers read back from results files; null (a non-finite number) becomes NaN."""
+    return np.asarray([np.nan if v is None else v for v in values], float)
+
+
+def _stats(values: Sequence[float | None]) -> tuple[float, float]:
+    a = _numbers(values)
     return float(np.mean(a)), float(np.std(a, ddof=1)) if len(a) > 1 else 0.0
 
 
@@ -117,6 +127,8 @@ def verdict(rows: Sequence[dict], scale: float) -> str:
     if "gns" not in by or not baselines:
         return "No verdict: the report needs GNS and at least one baseline."
     gns = by["gns"]
+    if not np.isfinite(gns["test_mean"]):
+        return f"No verdict: GNS has no finite mean test metric ({gns['diverged']} of {gns['seeds']} runs diverged)."
     best = max(baselines, key=lambda r: r["test_mean"] if np.isfinite(r["test_mean"]) else -np.inf)
     diff = (gns["test_mean"] - best["test_mean"]) * scale
     spread = max(gns["test_std"], best["test_std"]) * scale
@@ -134,7 +146,7 @@ def plot_methods(rows: Sequence[dict], path: str, title: str) -> str:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     colors = plt.get_cmap("tab20")
     for i, r in enumerate(rows):
-        lrs = np.asarray(r["lr_trajectory"], float)
+        lrs = _numbers(r["lr_trajectory"])
         lrs = np.append(lrs, lrs[-1])  # hold the last value to the end of its interval
         steps = np.arange(len(lrs)) * r["decision_interval"]
         bold = r["method"] == "gns"
@@ -228,7 +240,7 @@ def ablation_table(variants: dict[str, Sequence[str]], method: str = "gns", scal
                 continue
             seed_tests = [r["test_metric"] for r in runs]
             tests += seed_tests
-            per_seed.append(f"{np.mean(seed_tests) * scale:.2f}")
+            per_seed.append(f"{np.mean(_numbers(seed_tests)) * scale:.2f}")
             diverged += sum(bool(r.get("diverged")) for r in runs)
             probes.append(agent_probe(workdir, method))
             selected = read_json(os.path.join(workdir, "tune", method, "selected.json")) or {}

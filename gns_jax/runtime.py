@@ -4,8 +4,10 @@
   directory), so ``python -m gns_jax.main --config=configs/cifar10.py`` works as typed and a rerun resumes it.
 * **Console and log file.** By default the console shows what a user reads: progress bars, one line per finished
   agent episode, warnings, the final summary and errors (one line each). Every log record at INFO and above
-  (gns_jax's own, orbax checkpointing, absl, JAX backend probing) goes to ``<workdir>/log.txt``; records that arrive
-  before the workdir exists are kept and written once it does. ``--verbosity=1`` (or any explicit ``--verbosity``)
+  (gns_jax's own, orbax checkpointing, absl, JAX backend probing) goes to ``<workdir>/log.txt``. Records are kept in
+  memory until the run has passed every check and holds the workdir (``start_workdir_log``, called by
+  ``gns_jax.main.run``), then written; so a run refused for a bad value, a locked workdir or other settings leaves no
+  ``log.txt`` behind and appends nothing to an existing one. ``--verbosity=1`` (or any explicit ``--verbosity``)
   shows the log on the console too, as absl does.
 * **Compilation cache.** JAX's persistent compilation cache is turned on under a user cache directory, so a
   resumed run, a second episode length or the next ``make run`` loads its XLA programs instead of compiling them
@@ -58,7 +60,8 @@ def enable_compilation_cache() -> str | None:
 
 
 class WorkdirLogHandler(logging.Handler):
-    """Writes records to ``<workdir>/log.txt``; keeps them in memory until the workdir exists (at most ``limit``)."""
+    """Writes records to ``<workdir>/log.txt`` once ``start()`` is called; keeps them in memory until then (at most
+    ``limit``), so a run that is refused before it starts writes no log file."""
 
     def __init__(self, workdir: str, level: int = logging.INFO, limit: int = 10_000):
         super().__init__(level)
@@ -66,16 +69,27 @@ class WorkdirLogHandler(logging.Handler):
         self.workdir = workdir
         self._pending: list[str] = []
         self._file = None
+        self._started = False
         self._limit = limit
+
+    def start(self) -> None:
+        """Write the kept records and every later one to the log file (the workdir exists by now)."""
+        self._started = True
+        self._open()
+
+    def _open(self) -> None:
+        if self._file is None and os.path.isdir(self.workdir):
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 -- closed in close()
+            for pending in self._pending:
+                self._file.write(pending + "\n")
+            self._file.flush()
+            self._pending = []
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record)
-            if self._file is None and os.path.isdir(self.workdir):
-                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 -- closed in close()
-                for pending in self._pending:
-                    self._file.write(pending + "\n")
-                self._pending = []
+            if self._started:
+                self._open()
             if self._file is None:
                 if len(self._pending) < self._limit:
                     self._pending.append(line)
@@ -90,6 +104,13 @@ class WorkdirLogHandler(logging.Handler):
             self._file.close()
             self._file = None
         super().close()
+
+
+def start_workdir_log() -> None:
+    """Start writing ``log.txt`` for the run that now holds its workdir (no-op without ``setup_logging``)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, WorkdirLogHandler):
+            handler.start()
 
 
 class _ConsoleFilter(logging.Filter):

@@ -275,7 +275,8 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
     if probe is not None and not history["episodes"]:
         history["probe_initial"] = evaluate_probe(agent, state.ppo.params, probe)
     bar = tqdm(total=sum(n - 1 for n in lengths.values()), desc="decision steps", unit="step", disable=not progress)
-    with MetricWriter(os.path.join(workdir, "logs"), csv_name="episodes.csv") as writer:
+    # The bar closes also on Ctrl-C or an error, so what is printed next starts on a line of its own.
+    with MetricWriter(os.path.join(workdir, "logs"), csv_name="episodes.csv") as writer, bar:
         for episode in range(first, last):
             start = time.time()
             bar.set_description(f"episode {episode + 1}/{total}")
@@ -314,7 +315,6 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
             bar.write(f"episode {episode + 1}: return {summary['return']:+.4f}  val {summary['val_metric']:.4f}  "
                       f"test {summary['test_metric']:.4f}  initial lr {summary['initial_lr']:.2e}{probe_note}"
                       + (f"  diverged {summary['diverged']}/{summary['environments']}" if summary["diverged"] else ""))
-    bar.close()
     latest = checkpoints.latest_step(ckpt_dir)
     results = {
         "episodes": [{k: e[k] for k in ("episode", "return", "val_metric", "test_metric", "initial_lr", "diverged",

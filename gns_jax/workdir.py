@@ -9,7 +9,9 @@
   that mode reads and a resumed run must keep) in ``<workdir>/settings.json``. A later run in the same workdir must
   be of the same mode (a workdir never holds two modes' results) and, once the workdir holds outputs, must have the
   same fingerprint; otherwise it stops with one line naming the differing fields. Fields that only extend a run
-  (``agent.episodes``, checkpoint cadence, caches) may change.
+  (``agent.episodes``, checkpoint cadence, caches) may change. ``check`` makes the same tests reading only: the
+  command line runs it before taking the lock, so a refused run leaves the workdir as it found it (no lock file,
+  ``settings.json``, ``config.json`` or ``log.txt`` created or touched).
 * **JSON.** ``write_json`` writes through a temporary file and ``os.replace`` (a reader sees the old file or the
   new one, never a part), with ``allow_nan=False``: non-finite numbers become ``null`` and their places are listed
   under ``"non_finite"``, so strict JSON parsers read every results file.
@@ -92,6 +94,21 @@ class WorkdirLock:
         started = _process_start(pid)  # pid reuse: the live process started after the lock was taken
         return started is not None and started > float(holder.get("taken", math.inf)) + 1.0
 
+    def _refuse(self, holder: dict | None) -> None:
+        if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            raise WorkdirError(f"workdir {self.workdir} is already in use by this process") from None
+        if holder is None:
+            raise WorkdirError(f"workdir in use: {self.path} is being written by another run") from None
+        raise WorkdirError(f"workdir in use by pid {holder.get('pid')} on {holder.get('host')} since "
+                           f"{holder.get('started', '?')} ({self.path}; remove it if that run is gone)") from None
+
+    def check(self) -> None:
+        """Raise ``WorkdirError`` when a live run holds the lock; reads only (a stale lock passes)."""
+        if os.path.lexists(self.path):
+            holder = self.holder()
+            if not self._stale(holder):
+                self._refuse(holder)
+
     def acquire(self) -> WorkdirLock:
         os.makedirs(self.workdir, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "taken": time.time(),
@@ -101,14 +118,8 @@ class WorkdirLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self.holder()
-                if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == me["host"]:
-                    raise WorkdirError(f"workdir {self.workdir} is already in use by this process") from None
                 if not self._stale(holder):
-                    if holder is None:
-                        raise WorkdirError(f"workdir in use: {self.path} is being written by another run") from None
-                    raise WorkdirError(f"workdir in use by pid {holder.get('pid')} on {holder.get('host')} since "
-                                       f"{holder.get('started', '?')} ({self.path}; remove it if that run is "
-                                       "gone)") from None
+                    self._refuse(holder)
                 try:
                     os.unlink(self.path)  # stale: its run is gone
                 except FileNotFoundError:
@@ -171,14 +182,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def claim(workdir: str, mode: str, config) -> dict:
-    """Check that ``workdir`` may hold this run (same mode, same settings) and record the run's settings.
+def check(workdir: str, mode: str, config) -> dict | None:
+    """Raise ``WorkdirError`` (one line) unless ``workdir`` may hold this run: same mode, same settings.
 
-    Returns the stored record (``mode``, ``settings``). Raises ``WorkdirError`` (one line) otherwise.
+    Reads only, so a run refused here leaves the workdir as it found it. Returns the stored record when the workdir
+    already holds this run's outputs (a resume), else None (``claim`` then records the run).
     """
     settings = settings_fingerprint(config, mode)
-    path = os.path.join(workdir, SETTINGS_NAME)
-    stored = read_json(path)
+    stored = read_json(os.path.join(workdir, SETTINGS_NAME))
     outputs = _outputs(workdir)
     held_mode = stored.get("mode") if stored else (infer_mode(workdir) if outputs else None)
     if held_mode is not None and held_mode != mode and outputs:
@@ -193,9 +204,21 @@ def claim(workdir: str, mode: str, config) -> dict:
             raise WorkdirError(f"{workdir} holds a {mode} run with other settings: {shown}{more}; rerun with its "
                                "settings (see its settings.json) or use a new workdir")
         return stored
-    record = {"mode": mode, "settings": settings}
+    return None
+
+
+def claim(workdir: str, mode: str, config) -> dict:
+    """``check``, then record the run's mode and settings in ``settings.json`` (unless it resumes).
+
+    Returns the stored record (``mode``, ``settings``). Raises ``WorkdirError`` (one line) otherwise; call it with
+    the workdir locked.
+    """
+    stored = check(workdir, mode, config)
+    if stored is not None:
+        return stored
+    record = {"mode": mode, "settings": settings_fingerprint(config, mode)}
     os.makedirs(workdir, exist_ok=True)
-    write_json(path, record)
+    write_json(os.path.join(workdir, SETTINGS_NAME), record)
     return record
 
 

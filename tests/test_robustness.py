@@ -5,13 +5,17 @@ on a locked workdir, a resume with other settings, another mode's workdir, any c
 config file that does not import, an unusable data_dir, an empty GLUE TSV, a non-finite agent.
 """
 
+import contextlib
 import json
+import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +24,8 @@ import numpy as np
 import pytest
 from conftest import REPO, tiny_mlp_config
 
-from gns_jax import checkpoints
+from gns_jax import checkpoints, runtime
+from gns_jax import compare as cmp
 from gns_jax import main as cli
 from gns_jax import workdir as workdirs
 from gns_jax.compare import compare_config
@@ -239,6 +244,80 @@ def test_other_modes_refuse_the_workdir_and_rejected_runs_write_nothing(trained,
     assert snapshot(workdir) == before
 
 
+def listing(workdir) -> dict:
+    """Every file and folder under ``workdir`` (itself included) with its mtime and size."""
+    out = {}
+    for root, dirs, files in os.walk(workdir):
+        for name in ["", *dirs, *files]:
+            path = os.path.join(root, name)
+            st = os.stat(path)
+            out[os.path.relpath(path, workdir)] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
+@contextlib.contextmanager
+def workdir_log(workdir):
+    """The command line's log file handler (``runtime.setup_logging``) on ``workdir``, INFO records on."""
+    root = logging.getLogger()
+    handler, level = runtime.WorkdirLogHandler(str(workdir)), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
+
+
+def test_a_rejected_run_leaves_the_workdir_as_it_was(trained, tmp_path, capsys):
+    """No lock file, settings.json, config.json or log.txt is created or touched by a refused run."""
+    config, source = trained
+    workdir = tmp_path / "w"
+    shutil.copytree(source, workdir)
+    (workdir / "log.txt").write_text("the first run's log\n")
+    other_seed = ml_collections.ConfigDict(dict(config.to_dict(), seed=1))
+    bad_value = ml_collections.ConfigDict(config.to_dict())
+    bad_value.agent.validation_prob = 1.5
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "taken": time.time(), "started": "now"}
+    with workdir_log(workdir):
+        for mode, cfg, expected in (("train_agent", bad_value, "config.agent.validation_prob"),
+                                    ("train_agent", other_seed, "other settings: seed (0 -> 1)"),
+                                    ("train_target", config, "holds train_agent results"),
+                                    ("gns", config, "holds train_agent results")):
+            before = listing(workdir)
+            assert expected in exits(capsys, mode, cfg, workdir)
+            assert listing(workdir) == before, mode
+        (workdir / workdirs.LOCK_NAME).write_text(json.dumps(holder))  # a live run holds it
+        before = listing(workdir)
+        assert "workdir in use by pid" in exits(capsys, "train_agent", config, workdir)
+        assert listing(workdir) == before
+    with workdir_log(tmp_path / "new"):  # a refused run into a new workdir does not create it
+        assert "config.agent.validation_prob" in exits(capsys, "train_agent", bad_value, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_refused_compare_rerun_leaves_the_workdir_as_it_was(tiny_fashion_mnist, cache_dir, tmp_path, capsys):
+    """compare's own refusals (another agent selection, other agent settings) come before config.json is written."""
+    config = tiny(tiny_fashion_mnist, cache_dir)
+    with config.unlocked():
+        config.compare = compare_config("images")
+    config.compare.methods, config.compare.num_seeds = ("gns",), 1
+    workdir = tmp_path / "w"
+    workdirs.claim(str(workdir), "compare", config)  # the workdir of a compare run that selected best_val
+    workdirs.write_json(str(workdir / "config.json"), {})
+    workdirs.write_json(str(workdir / "experiment.json"), cmp._experiment_settings(config))
+    workdirs.write_json(str(workdir / "tune" / "gns" / "selected.json"), {"agent_selection": "best_val"})
+    workdirs.claim(str(workdir / "agents" / "gns"), "train_agent", cmp.agent_method_config("gns", config))
+    (workdir / "agents" / "gns" / "checkpoints").mkdir()
+    before = listing(workdir)
+    assert "agent_selection='best_val'" in exits(capsys, "compare", config, workdir)
+    assert listing(workdir) == before
+    config.compare.agent_selection, config.compare.agent_seed = "best_val", 1
+    assert "other settings: seed (0 -> 1)" in exits(capsys, "compare", config, workdir)
+    assert listing(workdir) == before
+
+
 def test_results_name_the_data_actually_read(trained, tiny_fashion_mnist):
     _, workdir = trained
     results = json.loads((workdir / "results.json").read_text())
@@ -298,6 +377,59 @@ def test_a_diverged_target_writes_strict_json(tiny_fashion_mnist, cache_dir, tmp
     assert results["data_source"]["test"]["sha256"]
 
 
+def strict(path) -> dict:
+    """A results file read by a strict JSON parser (no NaN, Infinity or -Infinity tokens)."""
+
+    def refuse(token):
+        raise ValueError(f"{path}: bare {token}")
+
+    with open(path) as f:
+        return json.loads(f.read(), parse_constant=refuse)
+
+
+def test_diverged_tuning_points_write_strict_json_and_are_never_selected(tiny_fashion_mnist, cache_dir, tmp_path):
+    from gns_jax.report import LABELS, write_report
+    from gns_jax.targets.build import build_task
+
+    config = tiny(tiny_fashion_mnist, cache_dir)
+    config.optimizer.name = "sgd"
+    with config.unlocked():
+        config.compare = compare_config("images")
+    cc = config.compare
+    cc.methods, cc.num_seeds = ("constant", "cmaes"), 1
+    cc.space.alpha_max = (1e30, 1e-2)  # the first grid point overflows the weights in its first steps
+    cc.cma.alpha_max, cc.cma.eta2 = (1e29, 1e30), ()  # every CMA-ES evaluation (and its selection) diverges
+    cc.cma.evaluations, cc.cma.popsize = 2, 2
+    workdir = str(tmp_path)
+    task = build_task(config)
+    cmp.compare(config, workdir, task=task)
+    records = {os.path.relpath(os.path.join(root, name), workdir): strict(os.path.join(root, name))
+               for root, _, names in os.walk(workdir) for name in names if name.endswith(".json")}
+    diverged = [path for path, r in records.items() if r.get("diverged")]
+    assert len(diverged) == 4  # the 1e30 grid point, both CMA-ES evaluations, the cmaes run of seed 0
+    for path in diverged:
+        assert None in records[path]["train_loss_trajectory"] and records[path]["non_finite"], path
+    assert records[os.path.join("tune", "constant", "selected.json")]["hparams"] == {"alpha": 1e-2}
+    assert not records[os.path.join("runs", "constant", "seed_0.json")]["diverged"]
+
+    # Resumed from the records (nulls read back, nothing evaluated again), the searches select alike.
+    def never(hp):
+        raise AssertionError(f"{hp} was evaluated again")
+
+    best, results = cmp.grid_search(cmp.grid_points("constant", config), never, os.path.join(workdir, "tune",
+                                                                                              "constant"))
+    assert results[best]["hparams"] == {"alpha": 1e-2} and results[0]["val_loss"] is None
+    _, results = cmp.cma_search(cmp.Box.from_config(cc.cma), never, evaluations=2, seed=0, popsize=2,
+                                cache_dir=os.path.join(workdir, "tune", "cmaes"))
+    assert all(r["diverged"] for r in results)
+    assert cmp.select_best([{"val_metric": None}, {"val_metric": 0.2}, {"val_metric": float("nan")}]) == 1
+
+    out = write_report(workdir, methods=("constant", "cmaes"))
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in open(out["md"]).read().splitlines()
+            if line.startswith("| ")}
+    assert rows[LABELS["cmaes"]].endswith("(1 diverged)") and "diverged" not in rows[LABELS["constant"]]
+
+
 def test_a_non_finite_ppo_update_stops_before_the_checkpoint(tiny_fashion_mnist, cache_dir, tmp_path, capsys,
                                                              monkeypatch):
     from gns_jax.agent import Agent
@@ -324,6 +456,22 @@ def test_apply_refuses_a_non_finite_agent(trained, tmp_path, capsys):
     assert "non-finite parameters" in exits(capsys, "apply", apply_config, tmp_path / "apply")
 
 
+@pytest.mark.parametrize("part", ["state", "history"])
+def test_a_corrupt_checkpoint_is_one_line_with_a_reason(trained, tmp_path, capsys, part):
+    config, source = trained
+    workdir = tmp_path / "w"
+    shutil.copytree(source, workdir)
+    for root, _, names in os.walk(workdir / "checkpoints" / "1" / part):
+        for name in names:
+            if name != "commit_success.txt":
+                (Path(root) / name).write_bytes(b"\x00garbage{")
+    more = ml_collections.ConfigDict(dict(config.to_dict(), agent=dict(config.agent.to_dict(), episodes=2)))
+    line = exits(capsys, "train_agent", more, workdir)
+    assert f"cannot restore checkpoint {workdir / 'checkpoints' / '1'}: " in line, line
+    why = line.split(": ", 3)[-1]  # after 'gns_jax: error: cannot restore checkpoint PATH: '
+    assert " at 0x" not in why and not why.endswith("Exception") and len(why) > 10, line
+
+
 def _like(config):
     from gns_jax.agent import Agent
     from gns_jax.targets.build import build_task
@@ -344,6 +492,21 @@ def test_divergence_before_the_first_action_is_penalized():
     rewards, valid = episode_rewards(infos, reset, -2.0)
     np.testing.assert_array_equal(np.asarray(valid), [True, False, False])
     np.testing.assert_array_equal(np.asarray(rewards), [-2.0, 0.0, 0.0])
+
+
+def test_a_target_diverging_before_the_first_action_is_penalized_counted_and_shown(tiny_fashion_mnist, cache_dir,
+                                                                                    tmp_path, capsys):
+    from gns_jax.train import train_agent
+
+    # Every initial LR is 1e30: SGD overflows the weights in the first K steps, before the agent acts.
+    config = tiny(tiny_fashion_mnist, cache_dir, prior_lr_min=1e30, prior_lr_max=1e30, lr_max=1e31,
+                  divergence_penalty=-2.0)
+    config.optimizer.name = "sgd"
+    episode = train_agent(config, str(tmp_path), progress=True)["results"]["episodes"][0]
+    envs = int(config.agent.num_envs)
+    assert episode["return"] == pytest.approx(-2.0) and episode["diverged"] == envs
+    lines = [line for line in capsys.readouterr().out.replace("\r", "\n").splitlines() if "episode 1:" in line]
+    assert len(lines) == 1 and lines[0].endswith(f"diverged {envs}/{envs}"), lines
 
 
 # ---- 1 + 6. concurrent runs and Ctrl-C (subprocesses) ------------------------------------------------------------
@@ -385,7 +548,12 @@ def test_second_run_is_refused_and_ctrl_c_exits_130_and_resumes(tiny_fashion_mni
     ours = [line[line.index("gns_jax:"):] for line in err.replace("\r", "\n").splitlines() if "gns_jax:" in line]
     assert "Traceback" not in err
     done = checkpoints.latest_step(str(workdir / "checkpoints"))
-    assert done >= 1 and ours == [f"gns_jax: interrupted after episode {done}; rerun the same command to resume"]
+    message = f"gns_jax: interrupted after episode {done}; rerun the same command to resume"
+    assert done >= 1 and ours == [message]
+    # A line of its own: the progress bar ended its line before the message and is not drawn again after it.
+    lines = err.split("\n")
+    assert message in lines, [line for line in lines if "gns_jax:" in line]
+    assert not [line for line in lines[lines.index(message):] if "%|" in line]
     assert not (workdir / workdirs.LOCK_NAME).exists()
     episodes = (workdir / "logs" / "episodes.csv").read_text().splitlines()
     assert episodes[0].startswith("step,") and sum(line.startswith("step,") for line in episodes) == 1
