@@ -1,9 +1,9 @@
 """Using a trained scheduler (§4.3): pick the initial learning rate by V(s), then follow the policy's mean action.
 
-``deploy`` samples ``deploy_candidates`` initial learning rates (log-spaced over the prior D_alpha), runs each for
-T_pre = ``deploy_pre_decisions`` * K steps under the deterministic policy (all candidates in one vmapped program,
+``deploy`` samples ``candidates`` initial learning rates (log-spaced over the prior D_alpha), runs each for
+T_pre = ``pre_decisions`` * K steps under the deterministic policy (all candidates in one vmapped program,
 from the same initial weights), keeps the candidate whose state has the largest critic value V(s_{T_pre}) (or,
-with ``agent.deploy_selection = 'metric'``, beyond the paper, the best validation metric at T_pre), and
+with ``DeployOptions.selection = 'metric'``, beyond the paper, the best validation metric at T_pre), and
 trains it with a = mu (Eq. 4, no exploration noise) for the N = T // K decision intervals the agent was trained on.
 When K does not divide T, the last T - N K steps run at the last learning rate, so a deployment takes exactly the T
 steps a baseline run takes. The target starts from ``Task.init(jax.random.key(config.seed), lr)``, the initial state
@@ -25,7 +25,10 @@ import ml_collections
 import numpy as np
 
 from gns_jax.agent import Agent
+from gns_jax.checkpoints import load_agent_params
 from gns_jax.policy import lr_update
+from gns_jax.settings import DeployOptions, agent_settings
+from gns_jax.targets.build import build_task
 from gns_jax.targets.task import Task
 
 PyTree = Any
@@ -43,17 +46,17 @@ def select_initial_lr(values: jnp.ndarray) -> int:
     return int(np.argmax(values))
 
 
-def deploy(agent: Agent, agent_params: PyTree, config: ml_collections.ConfigDict,
+def deploy(agent: Agent, agent_params: PyTree, options: DeployOptions,
            value_fn: Callable[[PyTree], jnp.ndarray] | None = None, progress=None) -> dict:
     """§4.3 deployment; ``value_fn(obs_batch) -> values`` defaults to the agent's critic (tests pass a stub)."""
     start = time.time()
-    a = config.agent
     task = agent.task
+    env_cfg = agent.env.config
     data = (task.device_data["train"], task.device_data["val"])
-    num_decisions = agent.env.config.num_decisions
-    pre = int(min(max(1, a.deploy_pre_decisions), num_decisions - 1))
-    lrs = candidate_lrs(a.prior_lr_min, a.prior_lr_max, int(a.deploy_candidates))
-    key = jax.random.key(config.seed)
+    num_decisions = env_cfg.num_decisions
+    pre = int(min(max(1, options.pre_decisions), num_decisions - 1))
+    lrs = candidate_lrs(env_cfg.prior_lr_min, env_cfg.prior_lr_max, options.candidates)
+    key = jax.random.key(options.seed)
     # The same target initialization for every candidate (that of a baseline run with this seed): only the initial
     # learning rate differs.
     reset_keys = jnp.broadcast_to(jax.random.key_data(key), (len(lrs), 2))
@@ -66,7 +69,7 @@ def deploy(agent: Agent, agent_params: PyTree, config: ml_collections.ConfigDict
         for traj, lr in zip(trajectories, np.asarray(info.learning_rate), strict=True):
             traj.append(float(lr))
     values = agent.values(agent_params, obs) if value_fn is None else value_fn(obs)
-    selection = str(a.get("deploy_selection", "value"))
+    selection = options.selection
     pre_metrics = None
     if selection == "metric":  # beyond the paper: the validation metric after T_pre instead of V(s)
         pre_metrics = agent.evaluate(env_state, data[1])
@@ -83,7 +86,7 @@ def deploy(agent: Agent, agent_params: PyTree, config: ml_collections.ConfigDict
             progress.update(1)
     target = jax.tree.map(lambda x: x[0], env_state.target)
     diverged = bool(np.asarray(env_state.diverged)[0])
-    tail = int(config.steps) - num_decisions * agent.env.config.decision_interval
+    tail = options.steps - num_decisions * env_cfg.decision_interval
     if tail > 0 and not diverged:  # T - N K remaining steps at the last learning rate
         target, stats = task.train_steps(target, tail)
         diverged = not bool(stats.finite)
@@ -133,10 +136,8 @@ class LearnedScheduler:
 
     @classmethod
     def from_checkpoint(cls, config: ml_collections.ConfigDict, path: str, task: Task | None = None):
-        from gns_jax.targets.build import build_task
-        from gns_jax.train import load_agent_params
-
-        agent = Agent(task or build_task(config), config)
+        """The policy ``train_agent`` saved under ``config`` (``task`` defaults to ``build_task(config)``)."""
+        agent = Agent(task or build_task(config), agent_settings(config))
         return cls(agent, load_agent_params(path, agent.init_params(jax.random.key(0))))
 
     def __call__(self, params: PyTree, grads: PyTree, mean_loss, learning_rate, progress=0.0) -> jnp.ndarray:

@@ -47,6 +47,7 @@ from gns_jax.controllers import (
     lr_free_controller,
 )
 from gns_jax.schedules import Eq7Schedule
+from gns_jax.settings import deploy_options
 from gns_jax.targets.task import Task
 
 AGENT_SELECTIONS = ("last", "best_val")
@@ -341,7 +342,7 @@ def tune_method(name: str, config: ml_collections.ConfigDict, workdir: str, task
                                                         str(episode))
             selected["selected_episode"] = episode
         selected["agent_selection"] = str(cc.agent_selection)
-        controller = AgentController(out["agent"], params, cfg, name=name)
+        controller = AgentController(out["agent"], params, deploy_options(cfg), name=name)
         return selected, lambda hp: controller
 
     def evaluate(hp):

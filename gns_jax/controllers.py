@@ -27,7 +27,6 @@ a divergence), ``train_loss_trajectory``, ``diverged``, ``steps`` and ``wall_sec
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -37,11 +36,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from gns_jax.hypergradient import adam_hd, sgd_hd
 from gns_jax.schedules import Eq7Schedule
+from gns_jax.settings import DeployOptions
 from gns_jax.targets.task import TargetState, Task, get_learning_rate, set_learning_rate
 
 Decision = float | Callable[[jnp.ndarray], jnp.ndarray] | None
@@ -280,15 +279,15 @@ class AgentController(Controller):
     Args:
       agent: a ``gns_jax.agent.Agent`` built for the task the runs use.
       agent_params: its trained parameters.
-      config: the experiment config (``config.agent`` holds the deployment candidates).
+      options: the deployment settings (candidates, T_pre, selection rule); each run sets its own seed.
       initial_lr: None deploys with ``gns_jax.apply.deploy``; a number starts there and follows the policy.
     """
 
-    def __init__(self, agent, agent_params, config: ml_collections.ConfigDict, initial_lr: float | None = None,
+    def __init__(self, agent, agent_params, options: DeployOptions, initial_lr: float | None = None,
                  name: str = "gns"):
         self.agent = agent
         self.agent_params = agent_params
-        self.config = config
+        self.options = options
         self.initial_lr = initial_lr
         self.name = name
         self._scheduler = None
@@ -317,9 +316,8 @@ class AgentController(Controller):
         if (int(steps) // int(decision_interval), int(decision_interval)) != (env_cfg.num_decisions,
                                                                                env_cfg.decision_interval):
             raise ValueError("deployment runs the agent's own T and K")
-        config = copy.deepcopy(self.config)
-        config.seed = int(seed)
-        out = deploy(self.agent, self.agent_params, config)
+        options = dataclasses.replace(self.options, seed=int(seed), steps=int(steps))
+        out = deploy(self.agent, self.agent_params, options)
         lrs = list(out["lr_trajectory"])
         return {
             "val_metric": out["val_metric"],

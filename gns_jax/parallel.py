@@ -1,17 +1,17 @@
-"""Many target trainings at once: ``vmap`` over a batch on one device, ``pmap`` over local devices.
+"""Many target trainings at once: ``vmap`` over a batch, split over local devices by where the batch lives.
 
 Two users of the same batching:
 
 * agent training (``gns_jax.train``): ``agent.num_envs`` environments per device run each decision step as one
-  vmapped program, and ``agent.num_devices`` devices run their own environments in parallel (``pmap``), sharing
-  one agent whose PPO gradients are ``pmean``ed (``Agent.*_on_devices``);
+  vmapped program, and ``agent.num_devices`` devices share it: the environment axis is split over a ``Mesh`` of
+  the devices (``split_envs``), the agent and the data are replicated (``replicate``), and the same jitted
+  program runs partitioned over them, one agent for all (``gns_jax.agent``);
 * baselines (seeds x grid points of Eq. 7): ``train_side_by_side`` trains M targets from M keys under M stacked
-  learning-rate schedules, every step of all M in one program.
+  learning-rate schedules, every step of all M in one program, split over devices the same way.
 
 Environments are numbered globally: environment ``e`` of a run with ``D`` devices and ``N`` environments per device
 lives on device ``e // N`` and draws its keys from ``split(key, D * N)[e]`` whatever ``D`` is, so the same total
-number of environments gives the same episodes on one device or several (``shard``/``unshard`` convert between
-the flat ``[D * N]`` and the device ``[D, N]`` layouts).
+number of environments gives the same episodes on one device or several.
 """
 
 from __future__ import annotations
@@ -40,29 +40,33 @@ def resolve_num_devices(requested: int) -> int:
     return n
 
 
+DEVICE_AXIS = "devices"  # the mesh axis the environments (or side-by-side runs) are split over
+
+
+def device_mesh(num_devices: int) -> Mesh:
+    """The first ``num_devices`` local devices as a one-axis mesh (``DEVICE_AXIS``)."""
+    return Mesh(np.asarray(jax.local_devices()[:num_devices]), (DEVICE_AXIS,))
+
+
 def replicate(tree: PyTree, num_devices: int) -> PyTree:
-    """``tree`` placed whole on each of the first ``num_devices`` local devices (a pmap ``in_axes=None`` input
-    that is already where the program needs it, so large data are not copied again at every call)."""
-    mesh = Mesh(np.asarray(jax.local_devices()[:num_devices]), ("devices",))
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    """``tree`` placed whole on each of the first ``num_devices`` local devices (agent parameters, data: inputs
+    every environment reads, placed once so that large data are not copied again at every call)."""
+    return jax.device_put(tree, NamedSharding(device_mesh(num_devices), PartitionSpec()))
 
 
-def shard(tree: PyTree, num_devices: int, axis: int = 0) -> PyTree:
-    """``[..., D * N, ...]`` -> ``[..., D, N, ...]`` along ``axis`` (environment e goes to device e // N)."""
+def split_envs(tree: PyTree, num_devices: int, axis: int = 0) -> PyTree:
+    """``tree`` with its ``axis`` (environments) split over ``num_devices`` devices: environment e of D * N lives
+    on device e // N. A jitted program given such inputs runs partitioned over the devices."""
+    spec = PartitionSpec(*([None] * axis), DEVICE_AXIS)
+    sharding = NamedSharding(device_mesh(num_devices), spec)
 
-    def split(x):
-        x = x if isinstance(x, jax.Array) else jnp.asarray(x)
+    def place(x):
         n = x.shape[axis]
         if n % num_devices:
             raise ValueError(f"{n} environments do not split over {num_devices} devices")
-        return x.reshape(x.shape[:axis] + (num_devices, n // num_devices) + x.shape[axis + 1:])
+        return jax.device_put(x, sharding)
 
-    return jax.tree.map(split, tree)
-
-
-def unshard(tree: PyTree, axis: int = 0) -> PyTree:
-    """``[..., D, N, ...]`` -> ``[..., D * N, ...]`` (the inverse of ``shard``)."""
-    return jax.tree.map(lambda x: x.reshape(x.shape[:axis] + (-1,) + x.shape[axis + 2:]), tree)
+    return jax.tree.map(place, tree)
 
 
 def stack(items: Sequence[PyTree]) -> PyTree:
@@ -116,7 +120,8 @@ def train_side_by_side(task: Task, keys: jnp.ndarray, num_steps: int, schedules:
       group_size: train at most this many runs at once (groups run one after another, the last one padded, all
         with one compiled program); None = all M. A GPU gains from large groups; on a CPU, whose cores one run
         already keeps busy, vmap brings no speedup and groups of one or a few are fastest.
-      num_devices: split each group over this many local devices (``pmap``; padded to a multiple).
+      num_devices: split each group over this many local devices (the same program, its runs axis split over
+        a device mesh; padded to a multiple).
     Returns:
       a ``SideBySideResult``; equal, up to float rounding, to M separate ``task.train_steps`` runs.
     """
@@ -137,39 +142,21 @@ def train_side_by_side(task: Task, keys: jnp.ndarray, num_steps: int, schedules:
         return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:num_runs], *parts)
     chunk = int(chunk or num_steps)
     bounds = list(range(0, num_steps, chunk)) + [num_steps]
-    train_data = task.device_data["train"]
-    if num_devices > 1:
-        return _side_by_side_on_devices(task, keys, schedules, learning_rates, bounds, eval_splits, eval_group,
-                                        num_devices)
-    states = _init_jit(task, keys, learning_rates, task.pretrained)
-    losses, finite = [], jnp.ones((num_runs,), bool)
+    # One program on one device or several: runs split over the devices (the last one repeated to fill them).
+    padded = -(-num_runs // num_devices) * num_devices
+    pad = lambda x: x if padded == num_runs else jnp.concatenate([x, jnp.repeat(x[-1:], padded - num_runs, 0)])
+    place = lambda tree: split_envs(jax.tree.map(pad, tree), num_devices)
+    keys, learning_rates = place(keys), place(learning_rates)
+    schedules = None if schedules is None else place(schedules)
+    data = replicate(task.device_data, num_devices)
+    states = _init_jit(task, keys, learning_rates, replicate(task.pretrained, num_devices))
+    losses, finite = [], jnp.ones((padded,), bool)
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        states, stats = _train_chunk_jit(task, states, train_data, schedules, hi - lo)
+        states, stats = _train_chunk_jit(task, states, data["train"], schedules, hi - lo)
         losses.append(stats.mean_loss)
         finite = finite & stats.finite
-    metrics = {split: jnp.where(finite, _evaluate_jit(task, states, task.device_data[split], eval_group), jnp.nan)
+    metrics = {split: jnp.where(finite, _evaluate_jit(task, states, data[split], eval_group), jnp.nan)[:num_runs]
                for split in eval_splits}
-    return SideBySideResult(state=states, mean_losses=jnp.stack(losses, axis=1), finite=finite, metrics=metrics)
-
-
-def _side_by_side_on_devices(task, keys, schedules, learning_rates, bounds, eval_splits, eval_group, num_devices):
-    num_runs = int(keys.shape[0])
-    padded = -(-num_runs // num_devices) * num_devices
-    pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], padded - num_runs, axis=0)])
-    keys, learning_rates = shard(pad(keys), num_devices), shard(pad(learning_rates), num_devices)
-    schedules = None if schedules is None else shard(jax.tree.map(pad, schedules), num_devices)
-    data = replicate(task.device_data, num_devices)
-    states = jax.pmap(lambda k, lr, pre: jax.vmap(task.init_state, in_axes=(0, 0, None))(k, lr, pre),
-                      in_axes=(0, 0, None))(keys, learning_rates, replicate(task.pretrained, num_devices))
-    train = jax.pmap(_train_chunk, static_broadcasted_argnums=(0, 4), in_axes=(None, 0, None, 0, None))
-    losses, finite = [], None
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        states, stats = train(task, states, data["train"], schedules, hi - lo)
-        losses.append(unshard(stats.mean_loss)[:num_runs])
-        finite = stats.finite if finite is None else finite & stats.finite
-    finite = unshard(finite)[:num_runs]
-    evaluate = jax.pmap(_evaluate, static_broadcasted_argnums=(0, 3), in_axes=(None, 0, None, None))
-    metrics = {split: jnp.where(finite, unshard(evaluate(task, states, data[split], eval_group))[:num_runs], jnp.nan)
-               for split in eval_splits}
-    states = jax.tree.map(lambda x: x[:num_runs], unshard(states))
-    return SideBySideResult(state=states, mean_losses=jnp.stack(losses, axis=1), finite=finite, metrics=metrics)
+    trim = lambda tree: jax.tree.map(lambda x: x[:num_runs], tree)
+    return SideBySideResult(state=trim(states), mean_losses=jnp.stack(losses, axis=1)[:num_runs],
+                            finite=finite[:num_runs], metrics=metrics)

@@ -11,16 +11,20 @@ import numpy as np
 from absl import logging
 
 from gns_jax import train as agent_training
+from gns_jax.agent import Agent
 from gns_jax.apply import deploy
+from gns_jax.checkpoints import load_agent_params
 from gns_jax.config import ConfigError, config_to_dict
-from gns_jax.plots import plot_lr_trajectories
-from gns_jax.targets.task import Task
+from gns_jax.plots import plot_lr_trajectories, plot_schedule_comparison
+from gns_jax.settings import agent_settings, deploy_options
+from gns_jax.targets.build import build_task
+from gns_jax.targets.run import fixed_schedule
+from gns_jax.targets.task import Task, set_learning_rate
+from gns_jax.workdir import read_json, write_json
 
 
 def _write(workdir: str, name: str, payload: dict) -> str:
     """Atomic strict JSON (non-finite numbers become null, listed under ``non_finite``)."""
-    from gns_jax.workdir import write_json
-
     return write_json(os.path.join(workdir, name), payload)
 
 
@@ -34,18 +38,15 @@ def train_agent_mode(config: ml_collections.ConfigDict, workdir: str, task: Task
 
 
 def apply_mode(config: ml_collections.ConfigDict, workdir: str, task: Task | None = None) -> dict:
-    from gns_jax.agent import Agent
-    from gns_jax.targets.build import build_task
-
     if not config.agent_checkpoint:
         raise ConfigError("apply needs --config.agent_checkpoint=PATH (the agent_checkpoint of a train_agent "
                           "results.json)")
-    agent = Agent(task or build_task(config), config)
-    params = agent_training.load_agent_params(config.agent_checkpoint, agent.init_params(jax_key(config.seed)))
+    agent = Agent(task or build_task(config), agent_settings(config))
+    params = load_agent_params(config.agent_checkpoint, agent.init_params(jax.random.key(config.seed)))
     if not all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params)):
         raise ConfigError(f"agent checkpoint {config.agent_checkpoint} holds non-finite parameters; deploy an "
                           "earlier checkpoint of that run")
-    results = deploy(agent, params, config)
+    results = deploy(agent, params, deploy_options(config))
     results.update(agent_checkpoint=config.agent_checkpoint, data_source=getattr(agent.task, "provenance", None),
                    config=config_to_dict(config))
     plot_lr_trajectories({"deployed": results["lr_trajectory"]}, config.decision_interval,
@@ -57,12 +58,6 @@ def apply_mode(config: ml_collections.ConfigDict, workdir: str, task: Task | Non
     return results
 
 
-def jax_key(seed: int):
-    import jax
-
-    return jax.random.key(seed)
-
-
 def run_method(config: ml_collections.ConfigDict, workdir: str, compare_schedule: bool = False) -> dict:
     """The whole method: train the agent (resuming), deploy it (§4.3), write the summary, print where things are.
 
@@ -72,8 +67,6 @@ def run_method(config: ml_collections.ConfigDict, workdir: str, compare_schedule
     initial weights and data order (same seed), and both runs' learning rates and validation curves go into one
     plot, ``DIR/comparison.png``.
     """
-    from gns_jax.targets.build import build_task
-
     task = build_task(config)
     agent_dir = os.path.join(workdir, "agent")
     apply_dir = os.path.join(workdir, "apply")
@@ -109,8 +102,6 @@ def run_method(config: ml_collections.ConfigDict, workdir: str, compare_schedule
 
 def _finished(apply_dir: str, agent_checkpoint: str) -> dict | None:
     """The deployment results already in ``apply_dir`` for this agent checkpoint, or None."""
-    from gns_jax.workdir import read_json
-
     previous = read_json(os.path.join(apply_dir, "results.json"))
     if previous and previous.get("agent_checkpoint") == agent_checkpoint and "lr_trajectory" in previous:
         return previous
@@ -145,8 +136,6 @@ def run_with_curve(task: Task, config: ml_collections.ConfigDict, schedule=None,
     record: replaying it retraces that deployment). The validation split is evaluated every few decision intervals
     (``curve_points``) and at the end.
     """
-    from gns_jax.targets.task import set_learning_rate
-
     if (schedule is None) == (lr_trajectory is None):
         raise ValueError("run_with_curve needs a schedule or an lr_trajectory")
     total, k = int(config.steps), int(config.decision_interval)
@@ -178,10 +167,6 @@ def run_with_curve(task: Task, config: ml_collections.ConfigDict, schedule=None,
 def compare_with_schedule(config: ml_collections.ConfigDict, workdir: str, task: Task, deployed: dict,
                           agent_checkpoint: str) -> dict:
     """The config's fixed schedule and the deployed agent from the same start, with validation curves (cached)."""
-    from gns_jax.plots import plot_schedule_comparison
-    from gns_jax.targets.run import fixed_schedule
-    from gns_jax.workdir import read_json
-
     path = os.path.join(workdir, "comparison.json")
     previous = read_json(path)
     if previous and previous.get("agent_checkpoint") == agent_checkpoint:
