@@ -23,13 +23,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
 from gns_jax.env import EnvState, LREnvironment, StepInfo
 from gns_jax.gcn import make_encoder
 from gns_jax.graph import FEATURE_NAMES, build_graph_structure, node_features
-from gns_jax.policy import ActorCritic, lr_update, select_action
+from gns_jax.policy import ActorCritic, Decision, decide
 from gns_jax.ppo import PPOState, Transition, ppo_update
 from gns_jax.settings import AgentSettings
 from gns_jax.targets.task import (
@@ -39,7 +38,6 @@ from gns_jax.targets.task import (
     batch_indices,
     get_learning_rate,
     set_learning_rate,
-    tree_all_finite,
 )
 
 PyTree = Any
@@ -109,6 +107,12 @@ class Agent:
     def apply(self, agent_params: PyTree, obs: PyTree):
         return self.network.apply(agent_params, obs)
 
+    def decide(self, agent_params: PyTree, obs: PyTree, learning_rate, key: jnp.ndarray | None = None,
+               deterministic: bool | jnp.ndarray = True) -> Decision:
+        """Eq. 4 with this agent's network and clip range (``gns_jax.policy.decide``): the next alpha, a, log pi, V."""
+        cfg = self.env.config
+        return decide(self.apply, agent_params, obs, learning_rate, cfg.lr_min, cfg.lr_max, key, deterministic)
+
     def init_params(self, key: jnp.ndarray) -> PyTree:
         abstract = jax.eval_shape(self.task.init_state, jax.random.key(0), 1e-3)
         example = jax.eval_shape(self.observe, abstract.params, abstract.params, jnp.float32(1e-3), jnp.float32(1.0),
@@ -138,10 +142,9 @@ class Agent:
         train_data, val_data = data
 
         def one_env(key, state, o):
-            dist, value = self.apply(agent_params, o)
-            action, log_prob = select_action(key, dist, deterministic)
-            next_obs, state, info = self.env.step(state, action, validate, train_data, val_data)
-            return next_obs, state, info, ActOutput(obs=o, action=action, value=value, log_prob=log_prob)
+            d = self.decide(agent_params, o, get_learning_rate(state.target.opt_state), key, deterministic)
+            next_obs, state, info = self.env.step(state, d.learning_rate, validate, train_data, val_data)
+            return next_obs, state, info, ActOutput(obs=o, action=d.action, value=d.value, log_prob=d.log_prob)
 
         return jax.vmap(one_env)(keys, env_state, obs)
 
@@ -182,8 +185,8 @@ class Agent:
                       num_decisions: int, first_point: int | jnp.ndarray = 0) -> PolicyRun:
         """``num_decisions`` decisions of the deterministic policy (§4.3: a = mu(s), Eq. 4) in one program.
 
-        Each decision observes the graph state (node features, §4.1), runs the encoder and the policy, sets
-        alpha <- clip(alpha (1 + mu)) and takes K optimizer steps; no validation and no host round trips. The
+        Each decision observes the graph state (node features, §4.1), decides alpha <- clip(alpha (1 + mu))
+        (``decide``) and takes K optimizer steps (``Task.scan_steps``); no validation and no host round trips. The
         batches are those of ``Task.train_scan`` (same order, same per-step keys), but their indices are drawn
         once for the whole run: ``train_scan`` draws the epoch permutations of the training set at every call,
         which at small K costs more than the K steps themselves.
@@ -192,31 +195,21 @@ class Agent:
         k = cfg.decision_interval
         num_examples = jax.tree.leaves(train_data)[0].shape[0]
         indices = batch_indices(target.data_key, target.step, num_decisions * k, num_examples, task.batch_size)
-        grad_fn = jax.value_and_grad(task.loss_and_updates, has_aux=True)
-
-        def one_step(s: TargetState, idx):  # Task.train_scan's step
-            batch = jax.tree.map(lambda a: a[idx], train_data)
-            (loss, batch_stats), grads = grad_fn(s.params, s.batch_stats, jax.random.fold_in(s.key, s.step), batch)
-            updates, opt_state = task.optimizer.update(grads, s.opt_state, s.params)
-            return s.replace(step=s.step + 1, params=optax.apply_updates(s.params, updates),
-                             batch_stats=batch_stats, opt_state=opt_state, grads=grads), loss
-
         last_point = max(cfg.num_decisions - 1, 1)
 
-        def decide(carry, xs):
+        def one_decision(carry, xs):
             target, loss, finite = carry
             t, idx = xs  # t: the decision point observed (the one after reset is 0)
             lr = get_learning_rate(target.opt_state)
             progress = jnp.minimum(t, last_point) / last_point
-            dist, _ = self.apply(agent_params, self.observe(target.params, target.grads, lr, loss, progress))
-            lr = lr_update(lr, dist.mode(), cfg.lr_min, cfg.lr_max)
+            obs = self.observe(target.params, target.grads, lr, loss, progress)
+            lr = self.decide(agent_params, obs, lr).learning_rate
             target = target.replace(opt_state=set_learning_rate(target.opt_state, lr))
-            target, losses = jax.lax.scan(one_step, target, idx, unroll=max(1, min(task.scan_unroll, k)))
-            finite = finite & jnp.all(jnp.isfinite(losses)) & tree_all_finite(target.params)
-            return (target, losses.mean(), finite), (lr, losses.mean())
+            target, stats = task.scan_steps(target, train_data, idx)
+            return (target, stats.mean_loss, finite & stats.finite), (lr, stats.mean_loss)
 
         init = (target, jnp.asarray(mean_loss, jnp.float32), jnp.asarray(True))
         points = first_point + jnp.arange(num_decisions)
-        (target, _, finite), (lrs, losses) = jax.lax.scan(decide, init,
+        (target, _, finite), (lrs, losses) = jax.lax.scan(one_decision, init,
                                                           (points, indices.reshape((num_decisions, k, -1))))
         return PolicyRun(target=target, learning_rates=lrs, mean_losses=losses, finite=finite)

@@ -15,6 +15,7 @@ gradients, the mean loss since the last call and the current learning rate, it r
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 
 from gns_jax.agent import Agent
 from gns_jax.checkpoints import load_agent_params
-from gns_jax.policy import lr_update
+from gns_jax.scheduled import TrainedPolicy
 from gns_jax.settings import DeployOptions, agent_settings
 from gns_jax.targets.build import build_task
 from gns_jax.targets.task import Task
@@ -128,11 +129,10 @@ class LearnedScheduler:
     def __init__(self, agent: Agent, agent_params: PyTree):
         self.agent = agent
         self.params = agent_params
-        cfg = agent.env.config
-        self._next_lr = jax.jit(lambda p, params, grads, loss, lr, progress: lr_update(
-            lr, agent.apply(p, agent.observe(params, grads, lr, loss, progress))[0].mode(), cfg.lr_min, cfg.lr_max))
-        self._value = jax.jit(lambda p, params, grads, loss, lr, progress: agent.apply(
-            p, agent.observe(params, grads, lr, loss, progress))[1])
+        policy = TrainedPolicy.from_agent(agent, agent_params)
+        # The agent's parameters are an argument of the program, not constants baked into it.
+        self._decide = jax.jit(lambda p, params, grads, loss, lr, progress: dataclasses.replace(
+            policy, params=p).decide(params, grads, lr, loss, progress))
 
     @classmethod
     def from_checkpoint(cls, config: ml_collections.ConfigDict, path: str, task: Task | None = None):
@@ -142,10 +142,10 @@ class LearnedScheduler:
 
     def __call__(self, params: PyTree, grads: PyTree, mean_loss, learning_rate, progress=0.0) -> jnp.ndarray:
         """The next learning rate; ``progress`` = t / (N - 1) matters only to agents trained with it."""
-        return self._next_lr(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate),
-                             jnp.float32(progress))
+        return self._decide(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate),
+                            jnp.float32(progress)).learning_rate
 
     def value(self, params: PyTree, grads: PyTree, mean_loss, learning_rate, progress=0.0) -> jnp.ndarray:
         """The critic's V(s): how promising the current training state looks to the agent."""
-        return self._value(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate),
-                           jnp.float32(progress))
+        return self._decide(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate),
+                            jnp.float32(progress)).value

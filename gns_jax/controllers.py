@@ -41,7 +41,7 @@ import optax
 from gns_jax.hypergradient import adam_hd, sgd_hd
 from gns_jax.schedules import Eq7Schedule
 from gns_jax.settings import DeployOptions
-from gns_jax.targets.task import TargetState, Task, get_learning_rate, set_learning_rate
+from gns_jax.targets.task import TargetState, Task, get_learning_rate, set_hyperparams, set_learning_rate
 
 Decision = float | Callable[[jnp.ndarray], jnp.ndarray] | None
 
@@ -55,19 +55,6 @@ class Observation:
     learning_rate: float  # the learning rate now held in the optimizer state
     mean_loss: float  # mean training loss of the last K steps (NaN at decision 0)
     target: TargetState  # params, grads of the last step, optimizer state
-
-
-def set_hyperparams(opt_state, values: Mapping[str, float]):
-    """A copy of an ``inject_hyperparams``-style state with some hyperparameters replaced (as arrays)."""
-    if not values:
-        return opt_state
-    hyperparams = dict(opt_state.hyperparams)
-    for name, value in values.items():
-        if name not in hyperparams:
-            raise KeyError(f"optimizer has no injected hyperparameter {name!r} (it has {sorted(hyperparams)})")
-        old = hyperparams[name]
-        hyperparams[name] = jnp.asarray(value, old.dtype).reshape(old.shape)
-    return opt_state._replace(hyperparams=hyperparams)
 
 
 _SPECIALIZED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -12,13 +12,12 @@ from gns_jax.controllers import (
     ScheduleController,
     hypergradient_controller,
     lr_free_controller,
-    set_hyperparams,
     task_for,
 )
 from gns_jax.schedules import Eq7Schedule
 from gns_jax.targets.build import build_task
 from gns_jax.targets.run import train_with_schedule
-from gns_jax.targets.task import get_learning_rate, set_learning_rate
+from gns_jax.targets.task import get_learning_rate, set_hyperparams, set_learning_rate
 
 T, K = 40, 10
 
