@@ -28,7 +28,7 @@ from flax import struct
 from gns_jax.env import EnvState, LREnvironment, StepInfo
 from gns_jax.gcn import make_encoder
 from gns_jax.graph import FEATURE_NAMES, build_graph_structure, node_features
-from gns_jax.policy import ActorCritic, Decision, decide
+from gns_jax.policy import ActorCritic, PolicyStep, decide
 from gns_jax.ppo import PPOState, Transition, ppo_update
 from gns_jax.settings import AgentSettings
 from gns_jax.targets.task import (
@@ -108,7 +108,7 @@ class Agent:
         return self.network.apply(agent_params, obs)
 
     def decide(self, agent_params: PyTree, obs: PyTree, learning_rate, key: jnp.ndarray | None = None,
-               deterministic: bool | jnp.ndarray = True) -> Decision:
+               deterministic: bool | jnp.ndarray = True) -> PolicyStep:
         """Eq. 4 with this agent's network and clip range (``gns_jax.policy.decide``): the next alpha, a, log pi, V."""
         cfg = self.env.config
         return decide(self.apply, agent_params, obs, learning_rate, cfg.lr_min, cfg.lr_max, key, deterministic)

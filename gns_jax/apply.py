@@ -11,11 +11,16 @@ of a baseline run with the same seed (paired seeds). Validation runs only at the
 
 ``LearnedScheduler`` is the same policy as a drop-in for a hand-written optax loop: given the params, the last
 gradients, the mean loss since the last call and the current learning rate, it returns the next learning rate.
+
+``AgentController`` puts a trained agent behind the controller interface of the baselines
+(``gns_jax.controllers``), so ``compare`` runs GNS and its ablations like any other method: by ``deploy``, or from
+a given initial learning rate through the baselines' own run loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +32,7 @@ import numpy as np
 
 from gns_jax.agent import Agent
 from gns_jax.checkpoints import load_agent_params
+from gns_jax.controllers import Controller, Decision, Observation
 from gns_jax.scheduled import TrainedPolicy
 from gns_jax.settings import DeployOptions, agent_settings
 from gns_jax.targets.build import build_task
@@ -149,3 +155,62 @@ class LearnedScheduler:
         """The critic's V(s): how promising the current training state looks to the agent."""
         return self._decide(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate),
                             jnp.float32(progress)).value
+
+
+class AgentController(Controller):
+    """A trained GNS-style agent (GNS, FRS, CSS, SRLS): deployment by V(s) (§4.3), or the policy from a given LR.
+
+    Args:
+      agent: an ``Agent`` built for the task the runs use.
+      agent_params: its trained parameters.
+      options: the deployment settings (candidates, T_pre, selection rule); each run sets its own seed.
+      initial_lr: None deploys with ``deploy``; a number starts there and follows the policy (``Controller.run``).
+    """
+
+    def __init__(self, agent: Agent, agent_params: PyTree, options: DeployOptions, initial_lr: float | None = None,
+                 name: str = "gns"):
+        self.agent = agent
+        self.agent_params = agent_params
+        self.options = options
+        self.initial_lr = initial_lr
+        self.name = name
+        self._scheduler = None
+
+    def initial_learning_rate(self) -> float:
+        return float(self.initial_lr)
+
+    def learning_rate(self, step: int, obs: Observation) -> Decision:
+        if obs.decision == 0:
+            return self.initial_learning_rate()
+        if self._scheduler is None:
+            self._scheduler = LearnedScheduler(self.agent, self.agent_params)
+        t = obs.target
+        return float(self._scheduler(t.params, t.grads, obs.mean_loss, obs.learning_rate))
+
+    def run(self, task: Task, steps: int, decision_interval: int, seed: int, progress: bool = False) -> dict:
+        if self.initial_lr is not None:
+            return super().run(task, steps, decision_interval, seed, progress)
+        if task is not self.agent.task:
+            raise ValueError("deployment runs on the agent's own task")
+        env_cfg = self.agent.env.config
+        if (int(steps) // int(decision_interval), int(decision_interval)) != (env_cfg.num_decisions,
+                                                                               env_cfg.decision_interval):
+            raise ValueError("deployment runs the agent's own T and K")
+        options = dataclasses.replace(self.options, seed=int(seed), steps=int(steps))
+        out = deploy(self.agent, self.agent_params, options)
+        lrs = list(out["lr_trajectory"])
+        return {
+            "val_metric": out["val_metric"],
+            "test_metric": out["test_metric"],
+            "metric_name": out["metric_name"],
+            "higher_is_better": task.higher_is_better,
+            "steps": out["steps"],
+            "diverged": out["diverged"],
+            "wall_seconds": out["wall_seconds"],
+            "decision_interval": int(decision_interval),
+            "lr_trajectory": lrs + [math.nan] * (len(range(0, int(steps), int(decision_interval))) - len(lrs)),
+            "initial_lr": out["initial_lr"],
+            "candidate_lrs": out["candidate_lrs"],
+            "candidate_values": out["candidate_values"],
+        }
+

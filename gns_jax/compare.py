@@ -37,10 +37,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from gns_jax import checkpoints
+from gns_jax.apply import AgentController
 from gns_jax.config import ConfigError, config_to_dict
 from gns_jax.controllers import (
     LR_FREE,
-    AgentController,
     Controller,
     ScheduleController,
     hypergradient_controller,
@@ -48,7 +49,9 @@ from gns_jax.controllers import (
 )
 from gns_jax.schedules import Eq7Schedule
 from gns_jax.settings import deploy_options
+from gns_jax.targets.build import build_task
 from gns_jax.targets.task import Task
+from gns_jax.train import CHECKPOINT_DIR, train_agent
 
 AGENT_SELECTIONS = ("last", "best_val")
 SCHEDULE_METHODS = ("constant", "polynomial", "cosine")
@@ -284,7 +287,9 @@ def agent_method_config(name: str, config: ml_collections.ConfigDict) -> ml_coll
     """The experiment config with ``name``'s agent settings (Table 4), agent seed and episodes (no ``compare``)."""
     cfg = copy.deepcopy(config)
     with cfg.unlocked():
-        del cfg["compare"]  # not an agent setting: changing the method list must not change the agent's programs
+        # Not an agent setting: the agent's workdir records its settings (resuming checks them), and changing the
+        # method list must not make an agent already trained look like another one.
+        del cfg["compare"]
     for field, value in AGENT_METHODS[name].items():
         cfg.agent[field] = value
     cc = config.compare
@@ -323,8 +328,6 @@ def tune_method(name: str, config: ml_collections.ConfigDict, workdir: str, task
     steps, k = int(config.steps), int(config.decision_interval)
 
     if name in AGENT_METHODS:
-        from gns_jax.train import train_agent
-
         cfg = agent_method_config(name, config)
         counts.agent_trainings += 1
         out = train_agent(cfg, os.path.join(workdir, "agents", name), task=task, progress=False)
@@ -370,9 +373,6 @@ def best_validation_agent(out: dict, agent_dir: str, higher_is_better: bool = Tr
     Checkpoint e holds the agent *before* the PPO update of episode e (step 0 is the initial agent), i.e. the policy
     that played episode e. A selection on validation only, like every grid search here; the test metric is not read.
     """
-    from gns_jax import checkpoints
-    from gns_jax.train import CHECKPOINT_DIR
-
     episodes = out["results"]["episodes"]
     if not episodes:
         raise ConfigError(f"no finished agent-training episode in {agent_dir}; cannot select on validation")
@@ -424,8 +424,6 @@ def compare(config: ml_collections.ConfigDict, workdir: str, task: Task | None =
             summary[name] = previous
             continue
         if task is None:
-            from gns_jax.targets.build import build_task
-
             task = build_task(config)
         selected, make = tune_method(name, config, workdir, task, counts)
         write_json(selected_path, selected)

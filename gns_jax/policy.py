@@ -120,7 +120,7 @@ def lr_update(lr: jax.Array, action: jax.Array, lr_min: float, lr_max: float) ->
     return jnp.clip(lr * (1.0 + action), lr_min, lr_max)
 
 
-class Decision(NamedTuple):
+class PolicyStep(NamedTuple):
     """One decision of the scheduler (Eq. 4) at a state s with learning rate α."""
 
     learning_rate: jax.Array  # the next α = clip(α (1 + a))
@@ -131,7 +131,7 @@ class Decision(NamedTuple):
 
 def decide(apply_fn: Callable[[Any, Any], tuple[distrax.Distribution, jax.Array]], agent_params: Any, obs: Any,
            learning_rate: jax.Array, lr_min: float, lr_max: float, key: jax.Array | None = None,
-           deterministic: bool | jax.Array = True) -> Decision:
+           deterministic: bool | jax.Array = True) -> PolicyStep:
     """Eq. 4 in one place: observation, agent parameters and α -> the next α.
 
     π(·|s) and V(s) from ``apply_fn(agent_params, obs)``; a ~ π (training, needs ``key``) or a = μ(s)
@@ -140,4 +140,4 @@ def decide(apply_fn: Callable[[Any, Any], tuple[distrax.Distribution, jax.Array]
     """
     dist, value = apply_fn(agent_params, obs)
     action, log_prob = select_action(key, dist, deterministic)
-    return Decision(lr_update(learning_rate, action, lr_min, lr_max), action, log_prob, value)
+    return PolicyStep(lr_update(learning_rate, action, lr_min, lr_max), action, log_prob, value)

@@ -48,7 +48,7 @@ import optax
 
 from gns_jax.agent import Agent
 from gns_jax.checkpoints import load_agent_params
-from gns_jax.policy import Decision, decide
+from gns_jax.policy import PolicyStep, decide
 from gns_jax.settings import agent_settings
 from gns_jax.targets.build import build_task
 from gns_jax.targets.task import set_learning_rate
@@ -96,7 +96,7 @@ class TrainedPolicy:
         agent = Agent(task or build_task(config), agent_settings(config))
         return cls.from_agent(agent, load_agent_params(path, agent.init_params(jax.random.key(0))))
 
-    def decide(self, params: PyTree, grads: PyTree, learning_rate, mean_loss, progress) -> Decision:
+    def decide(self, params: PyTree, grads: PyTree, learning_rate, mean_loss, progress) -> PolicyStep:
         """Eq. 4 with the mean action (``gns_jax.policy.decide``) for the state observed from the arguments."""
         obs = self.observe(params, grads, learning_rate, mean_loss, progress)
         return decide(self.network.apply, self.params, obs, learning_rate, self.lr_min, self.lr_max)

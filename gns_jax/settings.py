@@ -10,7 +10,8 @@ the config. The split follows what each part changes:
   jitted programs on exactly this (and its task), so two agents with equal settings share compiled programs;
 * ``TrainingOptions``: how Algorithm 1 is run (episodes, environments, devices, checkpoints, probe, ...); none of
   it changes a program;
-* ``DeployOptions``: §4.3 deployment (candidates, T_pre, selection rule, seed and T).
+* ``DeployOptions``: §4.3 deployment (candidates, T_pre, selection rule, seed and T);
+* ``fixed_schedule``: the config's own Eq. 7 schedule (``train_target``, and the baseline of ``quickstart``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import ml_collections
 
 from gns_jax.env import EnvConfig
 from gns_jax.ppo import PPOConfig
+from gns_jax.schedules import Eq7Schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,3 +115,12 @@ def deploy_options(config: ml_collections.ConfigDict) -> DeployOptions:
     a = config.agent
     return DeployOptions(seed=int(config.seed), steps=int(config.steps), candidates=int(a.deploy_candidates),
                          pre_decisions=int(a.deploy_pre_decisions), selection=str(a.get("deploy_selection", "value")))
+
+
+def fixed_schedule(config: ml_collections.ConfigDict) -> Eq7Schedule:
+    """The config's schedule: ``constant`` is flat at ``optimizer.learning_rate``; the others follow Eq. 7."""
+    o = config.optimizer
+    if o.schedule == "constant":
+        return Eq7Schedule.constant(o.learning_rate)
+    return Eq7Schedule.from_hparams(o.schedule, config.steps, alpha_max=o.learning_rate, mu=o.mu, eta1=o.eta1,
+                                    eta2=o.eta2, power=o.power)

@@ -1,5 +1,7 @@
-"""The agent modes of the command line: ``train_agent``, ``apply``, ``gns`` (the default: both, then a summary) and
-``quickstart`` (``gns``, then the config's fixed schedule from the same start, side by side)."""
+"""The modes of the command line that run targets and agents: ``train_target`` (the config's fixed schedule),
+``train_agent``, ``apply``, ``gns`` (the default: both, then a summary) and ``quickstart`` (``gns``, then the
+config's fixed schedule from the same start, side by side). Each reads the config once and passes frozen settings
+(``gns_jax.settings``) and one ``Task`` down."""
 
 from __future__ import annotations
 
@@ -15,17 +17,24 @@ from gns_jax.agent import Agent
 from gns_jax.apply import deploy
 from gns_jax.checkpoints import load_agent_params
 from gns_jax.config import ConfigError, config_to_dict
+from gns_jax.controllers import Controller, ScheduleController, TrajectoryController
 from gns_jax.plots import plot_lr_trajectories, plot_schedule_comparison
-from gns_jax.settings import agent_settings, deploy_options
+from gns_jax.settings import agent_settings, deploy_options, fixed_schedule
 from gns_jax.targets.build import build_task
-from gns_jax.targets.run import fixed_schedule
-from gns_jax.targets.task import Task, set_learning_rate
+from gns_jax.targets.task import Task
 from gns_jax.workdir import read_json, write_json
 
 
 def _write(workdir: str, name: str, payload: dict) -> str:
     """Atomic strict JSON (non-finite numbers become null, listed under ``non_finite``)."""
     return write_json(os.path.join(workdir, name), payload)
+
+
+def train_target(task: Task, config: ml_collections.ConfigDict, progress: bool = True) -> dict:
+    """``train_target``: the config's fixed schedule (``optimizer``, Eq. 7) for T steps from seed ``config.seed``,
+    through the run loop every method shares (``Controller.run``): the reference every scheduler is held to."""
+    controller = ScheduleController(fixed_schedule(config), str(config.optimizer.schedule))
+    return controller.run(task, int(config.steps), int(config.decision_interval), int(config.seed), progress=progress)
 
 
 def train_agent_mode(config: ml_collections.ConfigDict, workdir: str, task: Task | None = None) -> dict:
@@ -126,42 +135,27 @@ def curve_points(num_decisions: int, points: int = 20) -> int:
     return max(1, -(-num_decisions // points))
 
 
-def run_with_curve(task: Task, config: ml_collections.ConfigDict, schedule=None,
-                   lr_trajectory: list[float] | None = None, points: int = 20) -> dict:
-    """One target run of T = ``config.steps`` steps with its validation curve.
+def run_with_curve(task: Task, config: ml_collections.ConfigDict, controller: Controller, points: int = 20) -> dict:
+    """One target run of T = ``config.steps`` steps with its validation curve, through ``Controller.run``.
 
     The run starts from ``Task.init(jax.random.key(config.seed), lr)`` (the initial weights and data order of every
-    run with this seed, GNS deployments included) and is driven either by a per-step ``schedule`` (Eq. 7, evaluated
-    inside the K-step scan) or by ``lr_trajectory``, the learning rate of every decision interval (a deployment's
-    record: replaying it retraces that deployment). The validation split is evaluated every few decision intervals
-    (``curve_points``) and at the end.
+    run with this seed, GNS deployments included) and is driven by ``controller``: a ``ScheduleController`` (Eq. 7,
+    evaluated inside the K-step scan) or a ``TrajectoryController`` holding a deployment's learning rate of every
+    decision interval (replaying it retraces that deployment). The validation split is evaluated every few decision
+    intervals (``curve_points``) and at the end.
     """
-    if (schedule is None) == (lr_trajectory is None):
-        raise ValueError("run_with_curve needs a schedule or an lr_trajectory")
     total, k = int(config.steps), int(config.decision_interval)
     starts = list(range(0, total, k))
-    every = curve_points(len(starts), points)
-    lr_at = (lambda d: float(schedule(starts[d]))) if schedule is not None else (
-        lambda d: float(lr_trajectory[min(d, len(lr_trajectory) - 1)]))
-    state = task.init(jax.random.key(config.seed), lr_at(0))
-    val_steps, val_curve, lrs = [], [], []
-    for d, start in enumerate(starts):
-        if lr_trajectory is not None:
-            state = state.replace(opt_state=set_learning_rate(state.opt_state, lr_at(d)))
-        lrs.append(lr_at(d))
-        n = min(k, total - start)
-        state, _ = task.train_steps(state, n, schedule)
-        if (d + 1) % every == 0 or d + 1 == len(starts):
-            val_steps.append(start + n)
-            val_curve.append(float(task.evaluate(state, "val")["metric"]))
-    if schedule is not None:  # the schedule itself, finely sampled for the plot
+    run = controller.run(task, total, k, int(config.seed), curve_every=curve_points(len(starts), points))
+    per_step = isinstance(controller, ScheduleController)
+    if per_step:  # the schedule itself, finely sampled for the plot
         lr_steps = np.linspace(0, total, min(total, 200) + 1).round().astype(np.int32)
-        lr_curve = [float(x) for x in jax.vmap(schedule)(lr_steps)]
+        lr_curve = [float(x) for x in jax.vmap(controller.schedule)(lr_steps)]
     else:
-        lr_steps, lr_curve = starts + [total], lrs + lrs[-1:]
-    return {"val_metric": val_curve[-1], "test_metric": float(task.evaluate(state, "test")["metric"]),
-            "metric_name": task.metric_name, "steps": int(state.step), "val_steps": val_steps, "val_curve": val_curve,
-            "lr_steps": [int(s) for s in lr_steps], "lr_curve": lr_curve, "lr_per_step": schedule is not None}
+        lr_steps, lr_curve = starts + [total], run["lr_trajectory"] + run["lr_trajectory"][-1:]
+    return {"val_metric": run["val_curve"][-1], "test_metric": run["test_metric"], "metric_name": task.metric_name,
+            "steps": run["steps"], "val_steps": run["val_steps"], "val_curve": run["val_curve"],
+            "lr_steps": [int(s) for s in lr_steps], "lr_curve": lr_curve, "lr_per_step": per_step}
 
 
 def compare_with_schedule(config: ml_collections.ConfigDict, workdir: str, task: Task, deployed: dict,
@@ -173,12 +167,12 @@ def compare_with_schedule(config: ml_collections.ConfigDict, workdir: str, task:
         return previous
     o = config.optimizer
     label = f"{o.schedule} (Eq. 7)" if o.schedule != "constant" else "constant"
-    baseline = run_with_curve(task, config, schedule=fixed_schedule(config))
+    baseline = run_with_curve(task, config, ScheduleController(fixed_schedule(config), o.schedule))
     baseline.update(label=label, hparams={"alpha_max": float(o.learning_rate), "mu": float(o.mu),
                                           "eta1": float(o.eta1), "eta2": float(o.eta2)})
     # The deployment's validation curve: its learning rates replayed from the same start (deploy validates only
     # at the end); its final validation value matches the deployment's up to floating-point summation order.
-    replay = run_with_curve(task, config, lr_trajectory=deployed["lr_trajectory"])
+    replay = run_with_curve(task, config, TrajectoryController(deployed["lr_trajectory"], "replay"))
     gns_run = dict(replay, label="GNS (deployed)", test_metric=deployed["test_metric"],
                    val_metric=deployed["val_metric"], replay_test_metric=replay["test_metric"],
                    replay_val_metric=replay["val_metric"], initial_lr=deployed["initial_lr"],

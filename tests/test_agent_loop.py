@@ -16,9 +16,8 @@ from conftest import tiny_mlp_config
 
 from gns_jax import checkpoints
 from gns_jax.agent import Agent
-from gns_jax.apply import LearnedScheduler, deploy
+from gns_jax.apply import AgentController, LearnedScheduler, deploy
 from gns_jax.config import base_config
-from gns_jax.controllers import AgentController
 from gns_jax.settings import agent_settings, deploy_options
 from gns_jax.targets.build import build_task
 from gns_jax.targets.task import get_learning_rate, set_learning_rate

@@ -13,8 +13,8 @@ from conftest import REPO, SHARED_GLUE, tiny_mlp_config
 
 from gns_jax import compare as cmp
 from gns_jax.agent import Agent
+from gns_jax.apply import AgentController
 from gns_jax.config import ConfigError, base_config
-from gns_jax.controllers import AgentController
 from gns_jax.report import LABELS, describe_setting, write_report
 from gns_jax.settings import agent_settings, deploy_options, training_options
 from gns_jax.targets.build import build_task
