@@ -249,8 +249,9 @@ def bench_agent_vs_grid(steps: int, k: int, train_limit: int, cheap: dict, full:
                         deploy_repeats: int) -> dict:
     """Wall time of ``train_agent`` (+ deployment) / the 36-point grid search, with the test accuracy of each."""
     from gns_jax.apply import deploy
-    from gns_jax.parallel import stack, train_side_by_side
+    from gns_jax.parallel import stack
     from gns_jax.settings import deploy_options
+    from gns_jax.side_by_side import train_side_by_side
     from gns_jax.train import train_agent
 
     config = mlp_config(steps, k)

@@ -1,4 +1,4 @@
-"""Parallel episodes: vmapped environments equal sequential runs, two devices equal one, side-by-side targets."""
+"""Parallel episodes: vmapped environments equal sequential runs, two devices equal one; side-by-side targets."""
 
 import dataclasses
 import os
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import tiny_mlp_config
 
-from gns_jax import parallel
+from gns_jax import parallel, side_by_side
 from gns_jax.agent import Agent
 from gns_jax.schedules import Eq7Schedule
 from gns_jax.settings import agent_settings, training_options
@@ -80,7 +80,7 @@ def test_side_by_side_matches_separate_runs(setup):
                  Eq7Schedule.constant(3e-3)]
     keys = jax.random.split(jax.random.key(7), len(schedules))
     # Groups of two: one vmapped pair, then the third run padded to a pair (same compiled program).
-    result = parallel.train_side_by_side(task, keys, 20, parallel.stack(schedules), chunk=10, eval_group=2,
+    result = side_by_side.train_side_by_side(task, keys, 20, parallel.stack(schedules), chunk=10, eval_group=2,
                                          group_size=2)
     assert result.mean_losses.shape == (3, 2) and bool(jnp.all(result.finite))
     for m, schedule in enumerate(schedules):
@@ -139,7 +139,7 @@ TWO_DEVICES = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     sys.path.insert(0, os.environ["TESTS_DIR"])
     from test_parallel import small_config
-    from gns_jax import parallel
+    from gns_jax import parallel, side_by_side
     from gns_jax.schedules import Eq7Schedule
     from gns_jax.targets.build import build_task
     from gns_jax.train import train_agent
@@ -168,8 +168,8 @@ TWO_DEVICES = textwrap.dedent(
     # Side-by-side target runs split over the devices (3 runs: one padded) = on one device.
     schedules = parallel.stack([Eq7Schedule.from_hparams("polynomial", 20, lr) for lr in (1e-2, 3e-3, 1e-3)])
     keys = jax.random.split(jax.random.key(1), 3)
-    one = parallel.train_side_by_side(task, keys, 20, schedules, chunk=10)
-    two = parallel.train_side_by_side(task, keys, 20, schedules, chunk=10, num_devices=2)
+    one = side_by_side.train_side_by_side(task, keys, 20, schedules, chunk=10)
+    two = side_by_side.train_side_by_side(task, keys, 20, schedules, chunk=10, num_devices=2)
     for a, b in zip(jax.tree.leaves((two.state.params, two.mean_losses, two.metrics)),
                     jax.tree.leaves((one.state.params, one.mean_losses, one.metrics)), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)

@@ -20,9 +20,9 @@ import os
 import ml_collections
 from absl import logging
 
-from gns_jax import metrics
 from gns_jax.config import ConfigError
 from gns_jax.data.glue import load_glue
+from gns_jax.targets import metrics
 from gns_jax.targets.hf_checkpoint import CheckpointError, load_hf_checkpoint
 from gns_jax.targets.task import Task, make_optimizer
 from gns_jax.targets.transformer import glue_loss
