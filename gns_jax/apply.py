@@ -6,7 +6,7 @@ from the same initial weights), keeps the candidate whose state has the largest 
 with ``DeployOptions.selection = 'metric'``, beyond the paper, the best validation metric at T_pre), and
 trains it with a = mu (Eq. 4, no exploration noise) for the N = T // K decision intervals the agent was trained on.
 When K does not divide T, the last T - N K steps run at the last learning rate, so a deployment takes exactly the T
-steps a baseline run takes. The target starts from ``Task.init(jax.random.key(config.seed), lr)``, the initial state
+steps a baseline run takes. The target starts from ``Task.init(jax.random.key(seed), lr)``, the initial state
 of a baseline run with the same seed (paired seeds). Validation runs only at the end.
 
 ``LearnedScheduler`` is the same policy as a drop-in for a hand-written optax loop: given the params, the last

@@ -42,7 +42,10 @@ ObserveFn = Callable[..., PyTree]  # (params, grads, lr, loss, progress) -> obs;
 
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
-    """Static settings of the environment (hashable: the jitted functions close over them)."""
+    """Static settings of the environment (hashable: the agent's jitted programs close over them, ``AgentSettings``).
+
+    ``lr_min``/``lr_max`` are the clip range of Eq. 4, applied where the agent decides (``gns_jax.policy.decide``).
+    """
 
     decision_interval: int  # K
     num_decisions: int  # N = T // K decision points per episode

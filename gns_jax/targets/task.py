@@ -4,16 +4,19 @@ One decision step of GNS (§3.2, Algorithm 1) is K optimizer updations w <- w - 
 Here that is ``Task.train_scan``: a pure, traceable function that runs K steps of
 ``optax.inject_hyperparams(optimizer)`` with the whole training split on device, gathering each batch by index
 inside the scan. The learning rate lives in ``opt_state.hyperparams['learning_rate']`` (``get_learning_rate`` /
-``set_learning_rate``), so a scheduler changes it without recompiling anything.
+``set_learning_rate``), so a scheduler changes it without recompiling anything; ``set_hyperparams`` is the one
+writer of injected hyperparameters, used by the agent and the baselines alike.
 
 Batches follow epoch-wise shuffling without replacement: epoch e visits the training set in the order
 ``permutation(fold_in(data_key, e))`` and drops the last partial batch. The index of every batch is a pure function
 of (data_key, global step), which makes runs resumable and identical under ``vmap``; the (few) permutations a K-step
 window touches are computed once per call, not per step.
 
-The pure functions (``init``, ``train_scan``, ``evaluate_split``) take the data as an argument so that callers can
-``vmap`` over states while sharing the data; ``train_steps`` and ``evaluate`` are jitted conveniences bound to the
-task's own device data.
+The pure functions (``init_state``, ``step``, ``scan_steps``, ``train_scan``, ``evaluate_split``) take the data as an
+argument so that callers can ``vmap`` over states while sharing the data: ``step`` is one optimizer step on a
+batch given by its indices, ``scan_steps`` runs one per row of an index array (the environment, ``train_scan`` and
+deployment's ``follow_policy`` all train through it); ``train_steps`` and ``evaluate`` are jitted conveniences bound
+to the task's own device data.
 """
 
 from __future__ import annotations
