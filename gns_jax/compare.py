@@ -284,12 +284,8 @@ class Counts:
 
 
 def agent_method_config(name: str, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The experiment config with ``name``'s agent settings (Table 4), agent seed and episodes (no ``compare``)."""
-    cfg = copy.deepcopy(config)
-    with cfg.unlocked():
-        # Not an agent setting: the agent's workdir records its settings (resuming checks them), and changing the
-        # method list must not make an agent already trained look like another one.
-        del cfg["compare"]
+    """The experiment config with ``name``'s agent settings (Table 4), agent seed and episodes."""
+    cfg = copy.deepcopy(config)  # its compare section is not read below train_agent's entry (AgentSettings)
     for field, value in AGENT_METHODS[name].items():
         cfg.agent[field] = value
     cc = config.compare
