@@ -51,9 +51,9 @@ def test_mlp_configs_pin_the_paper_settings(name):
     if name == "fashion_mnist_mlp":
         assert (config.steps, config.decision_interval) == (78_200, 500)  # Table 7
         assert config.agent.episodes == 30 and config.optimizer.learning_rate == 1e-3
-    else:  # short episodes: T = 4000, K = 200 (20 decision points), 8 episodes, 4 candidates after 2 K
-        assert (config.steps, config.decision_interval, config.agent.episodes) == (4_000, 200, 8)
-        assert (config.agent.deploy_candidates, config.agent.deploy_pre_decisions) == (4, 2)
+    else:  # short episodes: T = 2000, K = 100 (20 decision points), 6 episodes, 3 candidates after 2 K
+        assert (config.steps, config.decision_interval, config.agent.episodes) == (2_000, 100, 6)
+        assert (config.agent.deploy_candidates, config.agent.deploy_pre_decisions) == (3, 2)
 
 
 def tiny_config(data_dir, cache_dir):
