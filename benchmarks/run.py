@@ -112,6 +112,7 @@ def bench_overhead(ks: list[int], steps: int, repeats: int, num_examples: int) -
     import optax
 
     from gns_jax.agent import Agent
+    from gns_jax.settings import agent_settings
     from gns_jax.targets import MLP
 
     task = synthetic_image_task(MLP(), n=num_examples)
@@ -121,7 +122,7 @@ def bench_overhead(ks: list[int], steps: int, repeats: int, num_examples: int) -
     fixed = jax.jit(lambda s, d: task.train_scan(s, d, steps, cosine)[0].params)
     fns = {"cosine": lambda: fixed(target, data)}
     for k in ks:
-        agent = Agent(task, mlp_config(steps, k))
+        agent = Agent(task, agent_settings(mlp_config(steps, k)))
         params = agent.init_params(jax.random.key(1))
         fns[f"gns_k{k}"] = functools.partial(gns_run, agent, params, target, data, steps // k)
     times = interleaved(fns, repeats)
@@ -148,12 +149,13 @@ def bench_vmap(ns: list[int], k: int, repeats: int, num_examples: int = 4096, mo
                model_name: str = "mlp", memory: bool = True) -> dict:
     """Environment decision steps per second with N vmapped environments (``Agent.decision_step``)."""
     from gns_jax.agent import Agent
+    from gns_jax.settings import agent_settings
     from gns_jax.targets import MLP
 
     task = synthetic_image_task(model or MLP(), n=num_examples)
     config = mlp_config(4 * k, k)
     config.model.name = model_name
-    agent = Agent(task, config)
+    agent = Agent(task, agent_settings(config))
     params = agent.init_params(jax.random.key(1))
     data = (task.device_data["train"], task.device_data["val"])
     obs1, state1, _ = agent.reset(jax.random.split(jax.random.key(0), 1), *data)
@@ -247,7 +249,9 @@ def bench_agent_vs_grid(steps: int, k: int, train_limit: int, cheap: dict, full:
                         deploy_repeats: int) -> dict:
     """Wall time of ``train_agent`` (+ deployment) / the 36-point grid search, with the test accuracy of each."""
     from gns_jax.apply import deploy
-    from gns_jax.parallel import stack, train_side_by_side
+    from gns_jax.parallel import stack
+    from gns_jax.settings import deploy_options
+    from gns_jax.side_by_side import train_side_by_side
     from gns_jax.train import train_agent
 
     config = mlp_config(steps, k)
@@ -289,7 +293,7 @@ def bench_agent_vs_grid(steps: int, k: int, train_limit: int, cheap: dict, full:
         deploy_times, deployed = [], None
         for _ in range(deploy_repeats):  # the first call compiles: with one call, the time includes compilation
             start = time.perf_counter()
-            deployed = deploy(trained["agent"], params, cfg)
+            deployed = deploy(trained["agent"], params, deploy_options(cfg))
             deploy_times.append(time.perf_counter() - start)
         deploy_seconds = min(deploy_times[1:] or deploy_times)
         episodes = trained["results"]["episodes"]

@@ -1,19 +1,17 @@
 """The GNS scheduler agent: graph encoder + actor-critic heads, and the one-program decision step.
 
 ``Agent`` ties the pieces of §4 together for one target architecture: the static graph structure of the target
-(``gns_jax.graph``), the encoder chosen by ``config.agent.encoder`` (hierarchical GCN, GAT, or the CSS/SRLS
+(``gns_jax.graph``), the encoder chosen by ``AgentSettings.encoder`` (hierarchical GCN, GAT, or the CSS/SRLS
 ablations), the heads of Eq. 4 and the environment. ``Agent.decision_step`` is one XLA program per decision:
 policy on the current observation, alpha <- alpha (1 + a), K optimizer steps, node features and (maybe) validation
 — for a whole batch of environments at once (``vmap``).
 
-Two layouts of the environments share the same pure bodies:
-
-* one device: ``reset``, ``decision_step``, ``ppo_update``, ``values``, ``evaluate`` are jitted and take arrays
-  whose leading axis is the environment (``vmap``);
-* several devices: the ``*_on_devices`` twins are ``pmap``ped over ``DEVICE_AXIS`` and take ``[devices, envs per
-  device, ...]`` arrays; the agent parameters, the data and the validation coin are shared (pass them replicated,
-  see ``gns_jax.parallel.replicate``), and the PPO update averages its gradients over the devices
-  (``PPOConfig.axis_name``), so every device ends with the same agent.
+Each program is one ``jax.jit`` over arrays whose leading axis is the environment, on one device or several:
+the layout is where the arrays are, not another program. ``gns_jax.train.run_episode`` places the environment
+axis split over a ``Mesh`` of devices (``gns_jax.parallel.split_envs``) and the agent parameters and data
+replicated (``gns_jax.parallel.replicate``); the compiler partitions the same program over the devices, and the
+PPO update's means over the environments become sums across them, so every device ends with the same agent, the
+agent one device would train on all the environments.
 
 ``follow_policy`` is deployment in one program: the deterministic policy acting every K steps for a whole run.
 """
@@ -21,21 +19,18 @@ Two layouts of the environments share the same pure bodies:
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-import optax
 from flax import struct
 
-from gns_jax.config import config_to_dict
-from gns_jax.env import EnvConfig, EnvState, LREnvironment, StepInfo
+from gns_jax.env import EnvState, LREnvironment, StepInfo
 from gns_jax.gcn import make_encoder
 from gns_jax.graph import FEATURE_NAMES, build_graph_structure, node_features
-from gns_jax.policy import ActorCritic, lr_update, select_action
-from gns_jax.ppo import PPOConfig, PPOState, Transition, ppo_update
+from gns_jax.policy import ActorCritic, PolicyStep, decide
+from gns_jax.ppo import PPOState, Transition, ppo_update
+from gns_jax.settings import AgentSettings
 from gns_jax.targets.task import (
     Batch,
     TargetState,
@@ -43,11 +38,9 @@ from gns_jax.targets.task import (
     batch_indices,
     get_learning_rate,
     set_learning_rate,
-    tree_all_finite,
 )
 
 PyTree = Any
-DEVICE_AXIS = "devices"  # the pmap axis of the environments (and of the PPO gradient pmean)
 MEAN_FEATURES = [FEATURE_NAMES.index("weight_mean"), FEATURE_NAMES.index("bias_mean")]
 
 
@@ -71,70 +64,42 @@ class PolicyRun:
     finite: jnp.ndarray  # False once a loss or a parameter stopped being finite
 
 
-def ppo_config(agent_cfg: ml_collections.ConfigDict, axis_name: str | None = None) -> PPOConfig:
-    return PPOConfig(gamma=agent_cfg.gamma, gae_lambda=agent_cfg.gae_lambda, clip_eps=agent_cfg.clip_eps,
-                     vf_coef=agent_cfg.vf_coef, ent_coef=agent_cfg.ent_coef, actor_lr=agent_cfg.actor_lr,
-                     critic_lr=agent_cfg.critic_lr, epochs=agent_cfg.ppo_epochs,
-                     num_minibatches=agent_cfg.num_minibatches, max_grad_norm=agent_cfg.max_grad_norm,
-                     center_advantages=bool(agent_cfg.get("center_advantages", True)),
-                     group_size=int(agent_cfg.get("group_size", 1)),
-                     axis_name=axis_name)
-
-
-def env_config(config: ml_collections.ConfigDict) -> EnvConfig:
-    a = config.agent
-    return EnvConfig(decision_interval=int(config.decision_interval),
-                     num_decisions=int(config.steps) // int(config.decision_interval), lr_min=a.lr_min,
-                     lr_max=a.lr_max, prior_lr_min=a.prior_lr_min, prior_lr_max=a.prior_lr_max,
-                     divergence_penalty=a.divergence_penalty, validation_prob=a.validation_prob)
-
-
-# Fields that change neither the environment nor the agent's programs (jit keys on the rest).
-_NON_PROGRAM_FIELDS = ("episodes", "init_checkpoint", "deploy_candidates", "deploy_pre_decisions", "num_envs",
-                       "num_devices", "truncated_episodes", "truncated_fraction", "val_subsample",
-                       "checkpoint_every", "keep_checkpoints", "reward_scale", "probe", "deploy_selection")
-
-
 class Agent:
-    """Encoder + heads + environment for one target task (all static; the functions below are pure)."""
+    """Encoder + heads + environment for one target task (all static; the functions below are pure).
 
-    def __init__(self, task: Task, config: ml_collections.ConfigDict):
+    Built from the task and its frozen ``AgentSettings``; the jitted programs below are keyed on exactly those
+    two, so agents of the same task and settings share compiled programs.
+    """
+
+    def __init__(self, task: Task, settings: AgentSettings):
         self.task = task
-        self.config = config
-        a = config.agent
+        self.settings = settings
         abstract = jax.eval_shape(task.init_state, jax.random.key(0), 1e-3)
-        self.structure = build_graph_structure(config.model.name, abstract.params)
+        self.structure = build_graph_structure(settings.architecture, abstract.params)
         self.network = ActorCritic(
-            encoder=make_encoder(a.encoder, self.structure, hidden=a.encoder_hidden, layers=a.encoder_layers),
-            action_scale=a.action_scale, sigma=a.sigma, hidden=a.head_hidden)
-        self.progress_feature = bool(a.get("progress_feature", False))
-        self.mean_features = bool(a.get("mean_features", True))
-        self.env = LREnvironment(task, self.observe, env_config(config))
-        self.ppo = ppo_config(a)
-        # Agents of the same task and settings share compiled programs (jit keys on this hash).
-        settings = config_to_dict(config)
-        for field in _NON_PROGRAM_FIELDS:
-            settings["agent"].pop(field, None)
-        settings.pop("agent_checkpoint", None)
-        self._key = (id(task), json.dumps(settings, sort_keys=True))
+            encoder=make_encoder(settings.encoder, self.structure, hidden=settings.encoder_hidden,
+                                 layers=settings.encoder_layers),
+            action_scale=settings.action_scale, sigma=settings.sigma, hidden=settings.head_hidden)
+        self.env = LREnvironment(task, self.observe, settings.env)
+        self.ppo = settings.ppo
 
     def __hash__(self) -> int:
-        return hash(self._key)
+        return hash((id(self.task), self.settings))
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Agent) and self._key == other._key and self.task is other.task
+        return isinstance(other, Agent) and self.task is other.task and self.settings == other.settings
 
     def observe(self, params, grads, lr, loss, progress=0.0):
-        """Node features of §4.1, with the options of ``config.agent`` (both off in the paper).
+        """Node features of §4.1, with the observation options of the settings (both off in the paper).
 
-        ``progress`` is t / (N - 1) for decision point t; it becomes a ninth global feature when
-        ``agent.progress_feature`` is on. ``agent.mean_features = False`` zeroes the weight/bias mean features.
+        ``progress`` is t / (N - 1) for decision point t; it becomes a ninth global feature with
+        ``progress_feature``; ``mean_features = False`` zeroes the weight/bias mean features.
         """
         obs = node_features(self.structure, params, grads, lr, loss)
         nodes = obs.nodes
-        if not self.mean_features:
+        if not self.settings.mean_features:
             nodes = nodes.at[:, MEAN_FEATURES].set(0.0)
-        if self.progress_feature:
+        if self.settings.progress_feature:
             column = jnp.broadcast_to(jnp.asarray(progress, nodes.dtype), (nodes.shape[0], 1))
             nodes = jnp.concatenate([nodes, column], axis=1)
         return obs.replace(nodes=nodes)
@@ -142,43 +107,19 @@ class Agent:
     def apply(self, agent_params: PyTree, obs: PyTree):
         return self.network.apply(agent_params, obs)
 
+    def decide(self, agent_params: PyTree, obs: PyTree, learning_rate, key: jnp.ndarray | None = None,
+               deterministic: bool | jnp.ndarray = True) -> PolicyStep:
+        """Eq. 4 with this agent's network and clip range (``gns_jax.policy.decide``): the next alpha, a, log pi, V."""
+        cfg = self.env.config
+        return decide(self.apply, agent_params, obs, learning_rate, cfg.lr_min, cfg.lr_max, key, deterministic)
+
     def init_params(self, key: jnp.ndarray) -> PyTree:
         abstract = jax.eval_shape(self.task.init_state, jax.random.key(0), 1e-3)
         example = jax.eval_shape(self.observe, abstract.params, abstract.params, jnp.float32(1e-3), jnp.float32(1.0),
                                  jnp.float32(0.0))
         return self.network.init(key, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), example))
 
-    # ---- pure batched bodies (leading axis = environments) ----------------------------------------------
-    def batched_reset(self, keys, train_data: Batch, val_data: Batch, initial_lrs, pretrained):
-        lr_axis = None if initial_lrs is None else 0
-        # Pretrained weights (fine-tuning) are an argument shared by the batch, never baked-in constants.
-        return jax.vmap(self.env.reset, in_axes=(0, None, None, lr_axis, None))(
-            keys, train_data, val_data, initial_lrs, pretrained)
-
-    def batched_decision_step(self, agent_params: PyTree, keys, env_state: EnvState, obs: PyTree, validate,
-                              data: tuple[Batch, Batch], deterministic: bool):
-        train_data, val_data = data
-
-        def one_env(key, state, o):
-            dist, value = self.apply(agent_params, o)
-            action, log_prob = select_action(key, dist, deterministic)
-            next_obs, state, info = self.env.step(state, action, validate, train_data, val_data)
-            return next_obs, state, info, ActOutput(obs=o, action=action, value=value, log_prob=log_prob)
-
-        return jax.vmap(one_env)(keys, env_state, obs)
-
-    def batched_values(self, agent_params: PyTree, obs: PyTree) -> jnp.ndarray:
-        return jax.vmap(lambda o: self.apply(agent_params, o)[1])(obs)
-
-    def batched_evaluate(self, env_state: EnvState, split_data: Batch) -> jnp.ndarray:
-        return jax.vmap(lambda s: self.task.evaluate_split(s.target, split_data)["metric"])(env_state)
-
-    def _ppo(self, key, ppo_state: PPOState, trajectory: Transition, last_value, config: PPOConfig):
-        if last_value is None:
-            last_value = jnp.zeros(trajectory.reward.shape[1:])
-        return ppo_update(key, ppo_state, trajectory, last_value, self.apply, config)
-
-    # ---- one device: jitted programs --------------------------------------------------------------------
+    # ---- the programs (leading axis = environments; one program on one device or several) -----------------
     def reset(self, keys: jnp.ndarray, train_data: Batch, val_data: Batch,
               initial_lrs: jnp.ndarray | None = None) -> tuple[PyTree, EnvState, StepInfo]:
         """Sample alpha_1 (or take ``initial_lrs``), initialize every target and run its first K steps."""
@@ -186,7 +127,10 @@ class Agent:
 
     @functools.partial(jax.jit, static_argnums=0)
     def _reset(self, keys, train_data, val_data, initial_lrs, pretrained):
-        return self.batched_reset(keys, train_data, val_data, initial_lrs, pretrained)
+        lr_axis = None if initial_lrs is None else 0
+        # Pretrained weights (fine-tuning) are an argument shared by the batch, never baked-in constants.
+        return jax.vmap(self.env.reset, in_axes=(0, None, None, lr_axis, None))(
+            keys, train_data, val_data, initial_lrs, pretrained)
 
     @functools.partial(jax.jit, static_argnums=(0, 7))
     def decision_step(self, agent_params: PyTree, keys: jnp.ndarray, env_state: EnvState, obs: PyTree,
@@ -195,7 +139,14 @@ class Agent:
 
         ``validate`` is one coin shared by the batch, so ``lax.cond`` inside the environment stays a real branch.
         """
-        return self.batched_decision_step(agent_params, keys, env_state, obs, validate, data, deterministic)
+        train_data, val_data = data
+
+        def one_env(key, state, o):
+            d = self.decide(agent_params, o, get_learning_rate(state.target.opt_state), key, deterministic)
+            next_obs, state, info = self.env.step(state, d.learning_rate, validate, train_data, val_data)
+            return next_obs, state, info, ActOutput(obs=o, action=d.action, value=d.value, log_prob=d.log_prob)
+
+        return jax.vmap(one_env)(keys, env_state, obs)
 
     @functools.partial(jax.jit, static_argnums=0)
     def ppo_update(self, key: jnp.ndarray, ppo_state: PPOState, trajectory: Transition,
@@ -203,14 +154,17 @@ class Agent:
         """One PPO update (Eq. 5-6) on an episode's ``[T, envs]`` trajectory.
 
         ``last_value`` bootstraps environments whose episode was cut before it ended (truncated episodes); an
-        episode that reached T (or diverged) is marked done and nothing is bootstrapped there.
+        episode that reached T (or diverged) is marked done and nothing is bootstrapped there. With the
+        environments split over devices the gradient means are global (the partitioner sums over the devices).
         """
-        return self._ppo(key, ppo_state, trajectory, last_value, self.ppo)
+        if last_value is None:
+            last_value = jnp.zeros(trajectory.reward.shape[1:])
+        return ppo_update(key, ppo_state, trajectory, last_value, self.apply, self.ppo)
 
     @functools.partial(jax.jit, static_argnums=0)
     def values(self, agent_params: PyTree, obs: PyTree) -> jnp.ndarray:
         """V(s) for a batch of observations (deployment picks the initial LR by it, §4.3)."""
-        return self.batched_values(agent_params, obs)
+        return jax.vmap(lambda o: self.apply(agent_params, o)[1])(obs)
 
     @functools.partial(jax.jit, static_argnums=0)
     def mean_actions_and_values(self, agent_params: PyTree, obs: PyTree) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -223,61 +177,7 @@ class Agent:
     @functools.partial(jax.jit, static_argnums=0)
     def evaluate(self, env_state: EnvState, split_data: Batch) -> jnp.ndarray:
         """The task metric of every environment's target on one split."""
-        return self.batched_evaluate(env_state, split_data)
-
-    # ---- several devices: pmapped programs ([devices, envs per device, ...]) -----------------------------
-    def reset_on_devices(self, keys: jnp.ndarray, train_data: Batch, val_data: Batch,
-                         initial_lrs: jnp.ndarray | None = None, pretrained: PyTree | None = None):
-        """``reset`` with keys ``[devices, envs]``; data and ``pretrained`` replicated (default: the task's)."""
-        pretrained = self.task.pretrained if pretrained is None else pretrained
-        # pmap with static arguments misreads None arguments (jax 0.10): pass {} and separate programs instead.
-        pretrained = {} if pretrained is None else pretrained
-        if initial_lrs is None:
-            return self._sampled_reset_on_devices(keys, train_data, val_data, pretrained)
-        return self._reset_on_devices(keys, train_data, val_data, initial_lrs, pretrained)
-
-    @functools.partial(jax.pmap, axis_name=DEVICE_AXIS, static_broadcasted_argnums=0,
-                       in_axes=(None, 0, None, None, 0, None))
-    def _reset_on_devices(self, keys, train_data, val_data, initial_lrs, pretrained):
-        return self.batched_reset(keys, train_data, val_data, initial_lrs, pretrained or None)
-
-    @functools.partial(jax.pmap, axis_name=DEVICE_AXIS, static_broadcasted_argnums=0,
-                       in_axes=(None, 0, None, None, None))
-    def _sampled_reset_on_devices(self, keys, train_data, val_data, pretrained):
-        return self.batched_reset(keys, train_data, val_data, None, pretrained or None)
-
-    def decision_step_on_devices(self, agent_params: PyTree, keys: jnp.ndarray, env_state: EnvState, obs: PyTree,
-                                 validate: jnp.ndarray, data: tuple[Batch, Batch], deterministic: bool = False):
-        """``decision_step`` over ``[devices, envs]``; one validation coin for all devices."""
-        return self._decision_step_on_devices(agent_params, keys, env_state, obs, validate, data, deterministic)
-
-    @functools.partial(jax.pmap, axis_name=DEVICE_AXIS, static_broadcasted_argnums=(0, 7),
-                       in_axes=(None, None, 0, 0, 0, None, None, None))
-    def _decision_step_on_devices(self, agent_params, keys, env_state, obs, validate, data, deterministic):
-        return self.batched_decision_step(agent_params, keys, env_state, obs, validate, data, deterministic)
-
-    @functools.partial(jax.pmap, axis_name=DEVICE_AXIS, static_broadcasted_argnums=0, in_axes=(None, None, None, 1, 0))
-    def _ppo_update_on_devices(self, key, ppo_state, trajectory, last_value):
-        return self._ppo(key, ppo_state, trajectory, last_value, self.ppo.replace(axis_name=DEVICE_AXIS))
-
-    def ppo_update_on_devices(self, key: jnp.ndarray, ppo_state: PPOState, trajectory: Transition,
-                              last_value: jnp.ndarray | None = None) -> tuple[PPOState, dict]:
-        """One PPO update on a ``[T, devices, envs]`` trajectory, gradients ``pmean``ed over the devices.
-
-        Returns the (identical on every device) new state and metrics of device 0.
-        """
-        if last_value is None:
-            last_value = jnp.zeros(trajectory.reward.shape[1:], trajectory.value.dtype)
-        new_state, metrics = self._ppo_update_on_devices(key, ppo_state, trajectory, last_value)
-        return jax.tree.map(lambda x: x[0], (new_state, metrics))
-
-    @functools.partial(jax.pmap, axis_name=DEVICE_AXIS, static_broadcasted_argnums=0, in_axes=(None, None, 0))
-    def values_on_devices(self, agent_params: PyTree, obs: PyTree) -> jnp.ndarray:
-        return self.batched_values(agent_params, obs)
-
-    @functools.partial(jax.pmap, axis_name=DEVICE_AXIS, static_broadcasted_argnums=0, in_axes=(None, 0, None))
-    def evaluate_on_devices(self, env_state: EnvState, split_data: Batch) -> jnp.ndarray:
-        return self.batched_evaluate(env_state, split_data)
+        return jax.vmap(lambda s: self.task.evaluate_split(s.target, split_data)["metric"])(env_state)
 
     # ---- deployment in one program ----------------------------------------------------------------------
     @functools.partial(jax.jit, static_argnums=(0, 5))
@@ -285,8 +185,8 @@ class Agent:
                       num_decisions: int, first_point: int | jnp.ndarray = 0) -> PolicyRun:
         """``num_decisions`` decisions of the deterministic policy (§4.3: a = mu(s), Eq. 4) in one program.
 
-        Each decision observes the graph state (node features, §4.1), runs the encoder and the policy, sets
-        alpha <- clip(alpha (1 + mu)) and takes K optimizer steps; no validation and no host round trips. The
+        Each decision observes the graph state (node features, §4.1), decides alpha <- clip(alpha (1 + mu))
+        (``decide``) and takes K optimizer steps (``Task.scan_steps``); no validation and no host round trips. The
         batches are those of ``Task.train_scan`` (same order, same per-step keys), but their indices are drawn
         once for the whole run: ``train_scan`` draws the epoch permutations of the training set at every call,
         which at small K costs more than the K steps themselves.
@@ -295,31 +195,21 @@ class Agent:
         k = cfg.decision_interval
         num_examples = jax.tree.leaves(train_data)[0].shape[0]
         indices = batch_indices(target.data_key, target.step, num_decisions * k, num_examples, task.batch_size)
-        grad_fn = jax.value_and_grad(task.loss_and_updates, has_aux=True)
-
-        def one_step(s: TargetState, idx):  # Task.train_scan's step
-            batch = jax.tree.map(lambda a: a[idx], train_data)
-            (loss, batch_stats), grads = grad_fn(s.params, s.batch_stats, jax.random.fold_in(s.key, s.step), batch)
-            updates, opt_state = task.optimizer.update(grads, s.opt_state, s.params)
-            return s.replace(step=s.step + 1, params=optax.apply_updates(s.params, updates),
-                             batch_stats=batch_stats, opt_state=opt_state, grads=grads), loss
-
         last_point = max(cfg.num_decisions - 1, 1)
 
-        def decide(carry, xs):
+        def one_decision(carry, xs):
             target, loss, finite = carry
             t, idx = xs  # t: the decision point observed (the one after reset is 0)
             lr = get_learning_rate(target.opt_state)
             progress = jnp.minimum(t, last_point) / last_point
-            dist, _ = self.apply(agent_params, self.observe(target.params, target.grads, lr, loss, progress))
-            lr = lr_update(lr, dist.mode(), cfg.lr_min, cfg.lr_max)
+            obs = self.observe(target.params, target.grads, lr, loss, progress)
+            lr = self.decide(agent_params, obs, lr).learning_rate
             target = target.replace(opt_state=set_learning_rate(target.opt_state, lr))
-            target, losses = jax.lax.scan(one_step, target, idx, unroll=max(1, min(task.scan_unroll, k)))
-            finite = finite & jnp.all(jnp.isfinite(losses)) & tree_all_finite(target.params)
-            return (target, losses.mean(), finite), (lr, losses.mean())
+            target, stats = task.scan_steps(target, train_data, idx)
+            return (target, stats.mean_loss, finite & stats.finite), (lr, stats.mean_loss)
 
         init = (target, jnp.asarray(mean_loss, jnp.float32), jnp.asarray(True))
         points = first_point + jnp.arange(num_decisions)
-        (target, _, finite), (lrs, losses) = jax.lax.scan(decide, init,
+        (target, _, finite), (lrs, losses) = jax.lax.scan(one_decision, init,
                                                           (points, indices.reshape((num_decisions, k, -1))))
         return PolicyRun(target=target, learning_rates=lrs, mean_losses=losses, finite=finite)

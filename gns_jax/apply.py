@@ -1,20 +1,26 @@
 """Using a trained scheduler (§4.3): pick the initial learning rate by V(s), then follow the policy's mean action.
 
-``deploy`` samples ``deploy_candidates`` initial learning rates (log-spaced over the prior D_alpha), runs each for
-T_pre = ``deploy_pre_decisions`` * K steps under the deterministic policy (all candidates in one vmapped program,
+``deploy`` samples ``candidates`` initial learning rates (log-spaced over the prior D_alpha), runs each for
+T_pre = ``pre_decisions`` * K steps under the deterministic policy (all candidates in one vmapped program,
 from the same initial weights), keeps the candidate whose state has the largest critic value V(s_{T_pre}) (or,
-with ``agent.deploy_selection = 'metric'``, beyond the paper, the best validation metric at T_pre), and
+with ``DeployOptions.selection = 'metric'``, beyond the paper, the best validation metric at T_pre), and
 trains it with a = mu (Eq. 4, no exploration noise) for the N = T // K decision intervals the agent was trained on.
 When K does not divide T, the last T - N K steps run at the last learning rate, so a deployment takes exactly the T
-steps a baseline run takes. The target starts from ``Task.init(jax.random.key(config.seed), lr)``, the initial state
+steps a baseline run takes. The target starts from ``Task.init(jax.random.key(seed), lr)``, the initial state
 of a baseline run with the same seed (paired seeds). Validation runs only at the end.
 
 ``LearnedScheduler`` is the same policy as a drop-in for a hand-written optax loop: given the params, the last
 gradients, the mean loss since the last call and the current learning rate, it returns the next learning rate.
+
+``AgentController`` puts a trained agent behind the controller interface of the baselines
+(``gns_jax.controllers``), so ``compare`` runs GNS and its ablations like any other method: by ``deploy``, or from
+a given initial learning rate through the baselines' own run loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +31,11 @@ import ml_collections
 import numpy as np
 
 from gns_jax.agent import Agent
-from gns_jax.policy import lr_update
+from gns_jax.checkpoints import load_agent_params
+from gns_jax.controllers import Controller, Decision, Observation
+from gns_jax.scheduled import TrainedPolicy
+from gns_jax.settings import DeployOptions, agent_settings
+from gns_jax.targets.build import build_task
 from gns_jax.targets.task import Task
 
 PyTree = Any
@@ -43,17 +53,17 @@ def select_initial_lr(values: jnp.ndarray) -> int:
     return int(np.argmax(values))
 
 
-def deploy(agent: Agent, agent_params: PyTree, config: ml_collections.ConfigDict,
+def deploy(agent: Agent, agent_params: PyTree, options: DeployOptions,
            value_fn: Callable[[PyTree], jnp.ndarray] | None = None, progress=None) -> dict:
     """§4.3 deployment; ``value_fn(obs_batch) -> values`` defaults to the agent's critic (tests pass a stub)."""
     start = time.time()
-    a = config.agent
     task = agent.task
+    env_cfg = agent.env.config
     data = (task.device_data["train"], task.device_data["val"])
-    num_decisions = agent.env.config.num_decisions
-    pre = int(min(max(1, a.deploy_pre_decisions), num_decisions - 1))
-    lrs = candidate_lrs(a.prior_lr_min, a.prior_lr_max, int(a.deploy_candidates))
-    key = jax.random.key(config.seed)
+    num_decisions = env_cfg.num_decisions
+    pre = int(min(max(1, options.pre_decisions), num_decisions - 1))
+    lrs = candidate_lrs(env_cfg.prior_lr_min, env_cfg.prior_lr_max, options.candidates)
+    key = jax.random.key(options.seed)
     # The same target initialization for every candidate (that of a baseline run with this seed): only the initial
     # learning rate differs.
     reset_keys = jnp.broadcast_to(jax.random.key_data(key), (len(lrs), 2))
@@ -66,7 +76,7 @@ def deploy(agent: Agent, agent_params: PyTree, config: ml_collections.ConfigDict
         for traj, lr in zip(trajectories, np.asarray(info.learning_rate), strict=True):
             traj.append(float(lr))
     values = agent.values(agent_params, obs) if value_fn is None else value_fn(obs)
-    selection = str(a.get("deploy_selection", "value"))
+    selection = options.selection
     pre_metrics = None
     if selection == "metric":  # beyond the paper: the validation metric after T_pre instead of V(s)
         pre_metrics = agent.evaluate(env_state, data[1])
@@ -83,7 +93,7 @@ def deploy(agent: Agent, agent_params: PyTree, config: ml_collections.ConfigDict
             progress.update(1)
     target = jax.tree.map(lambda x: x[0], env_state.target)
     diverged = bool(np.asarray(env_state.diverged)[0])
-    tail = int(config.steps) - num_decisions * agent.env.config.decision_interval
+    tail = options.steps - num_decisions * env_cfg.decision_interval
     if tail > 0 and not diverged:  # T - N K remaining steps at the last learning rate
         target, stats = task.train_steps(target, tail)
         diverged = not bool(stats.finite)
@@ -125,26 +135,82 @@ class LearnedScheduler:
     def __init__(self, agent: Agent, agent_params: PyTree):
         self.agent = agent
         self.params = agent_params
-        cfg = agent.env.config
-        self._next_lr = jax.jit(lambda p, params, grads, loss, lr, progress: lr_update(
-            lr, agent.apply(p, agent.observe(params, grads, lr, loss, progress))[0].mode(), cfg.lr_min, cfg.lr_max))
-        self._value = jax.jit(lambda p, params, grads, loss, lr, progress: agent.apply(
-            p, agent.observe(params, grads, lr, loss, progress))[1])
+        policy = TrainedPolicy.from_agent(agent, agent_params)
+        # The agent's parameters are an argument of the program, not constants baked into it.
+        self._decide = jax.jit(lambda p, params, grads, loss, lr, progress: dataclasses.replace(
+            policy, params=p).decide(params, grads, lr, loss, progress))
 
     @classmethod
     def from_checkpoint(cls, config: ml_collections.ConfigDict, path: str, task: Task | None = None):
-        from gns_jax.targets.build import build_task
-        from gns_jax.train import load_agent_params
-
-        agent = Agent(task or build_task(config), config)
+        """The policy ``train_agent`` saved under ``config`` (``task`` defaults to ``build_task(config)``)."""
+        agent = Agent(task or build_task(config), agent_settings(config))
         return cls(agent, load_agent_params(path, agent.init_params(jax.random.key(0))))
 
     def __call__(self, params: PyTree, grads: PyTree, mean_loss, learning_rate, progress=0.0) -> jnp.ndarray:
         """The next learning rate; ``progress`` = t / (N - 1) matters only to agents trained with it."""
-        return self._next_lr(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate),
-                             jnp.float32(progress))
+        return self._decide(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate),
+                            jnp.float32(progress)).learning_rate
 
     def value(self, params: PyTree, grads: PyTree, mean_loss, learning_rate, progress=0.0) -> jnp.ndarray:
         """The critic's V(s): how promising the current training state looks to the agent."""
-        return self._value(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate),
-                           jnp.float32(progress))
+        return self._decide(self.params, params, grads, jnp.float32(mean_loss), jnp.float32(learning_rate),
+                            jnp.float32(progress)).value
+
+
+class AgentController(Controller):
+    """A trained GNS-style agent (GNS, FRS, CSS, SRLS): deployment by V(s) (§4.3), or the policy from a given LR.
+
+    Args:
+      agent: an ``Agent`` built for the task the runs use.
+      agent_params: its trained parameters.
+      options: the deployment settings (candidates, T_pre, selection rule); each run sets its own seed.
+      initial_lr: None deploys with ``deploy``; a number starts there and follows the policy (``Controller.run``).
+    """
+
+    def __init__(self, agent: Agent, agent_params: PyTree, options: DeployOptions, initial_lr: float | None = None,
+                 name: str = "gns"):
+        self.agent = agent
+        self.agent_params = agent_params
+        self.options = options
+        self.initial_lr = initial_lr
+        self.name = name
+        self._scheduler = None
+
+    def initial_learning_rate(self) -> float:
+        return float(self.initial_lr)
+
+    def learning_rate(self, step: int, obs: Observation) -> Decision:
+        if obs.decision == 0:
+            return self.initial_learning_rate()
+        if self._scheduler is None:
+            self._scheduler = LearnedScheduler(self.agent, self.agent_params)
+        t = obs.target
+        return float(self._scheduler(t.params, t.grads, obs.mean_loss, obs.learning_rate))
+
+    def run(self, task: Task, steps: int, decision_interval: int, seed: int, progress: bool = False) -> dict:
+        if self.initial_lr is not None:
+            return super().run(task, steps, decision_interval, seed, progress)
+        if task is not self.agent.task:
+            raise ValueError("deployment runs on the agent's own task")
+        env_cfg = self.agent.env.config
+        if (int(steps) // int(decision_interval), int(decision_interval)) != (env_cfg.num_decisions,
+                                                                               env_cfg.decision_interval):
+            raise ValueError("deployment runs the agent's own T and K")
+        options = dataclasses.replace(self.options, seed=int(seed), steps=int(steps))
+        out = deploy(self.agent, self.agent_params, options)
+        lrs = list(out["lr_trajectory"])
+        return {
+            "val_metric": out["val_metric"],
+            "test_metric": out["test_metric"],
+            "metric_name": out["metric_name"],
+            "higher_is_better": task.higher_is_better,
+            "steps": out["steps"],
+            "diverged": out["diverged"],
+            "wall_seconds": out["wall_seconds"],
+            "decision_interval": int(decision_interval),
+            "lr_trajectory": lrs + [math.nan] * (len(range(0, int(steps), int(decision_interval))) - len(lrs)),
+            "initial_lr": out["initial_lr"],
+            "candidate_lrs": out["candidate_lrs"],
+            "candidate_values": out["candidate_values"],
+        }
+

@@ -154,3 +154,9 @@ def split_checkpoint_path(path: str) -> tuple[str, int | None]:
     if base.isdigit() and os.path.isdir(path):
         return os.path.dirname(path), int(base)
     return path, None
+
+
+def load_agent_params(path: str, like_params: Any) -> Any:
+    """Agent parameters from a ``train_agent`` checkpoint (a directory of steps, or one step directory)."""
+    directory, step = split_checkpoint_path(path)
+    return restore_subtree(directory, ("ppo", "params"), like_params, step)

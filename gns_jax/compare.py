@@ -36,17 +36,21 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from gns_jax import checkpoints
+from gns_jax.apply import AgentController
 from gns_jax.config import ConfigError, config_to_dict
 from gns_jax.controllers import (
     LR_FREE,
-    AgentController,
     Controller,
     ScheduleController,
     hypergradient_controller,
     lr_free_controller,
 )
 from gns_jax.schedules import Eq7Schedule
+from gns_jax.settings import deploy_options
+from gns_jax.targets.build import build_task
 from gns_jax.targets.task import Task
+from gns_jax.train import CHECKPOINT_DIR, train_agent
 from gns_jax.workdir import check as check_settings
 from gns_jax.workdir import read_json, write_json
 
@@ -283,10 +287,8 @@ class Counts:
 
 
 def agent_method_config(name: str, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The experiment config with ``name``'s agent settings (Table 4), agent seed and episodes (no ``compare``)."""
-    cfg = copy.deepcopy(config)
-    with cfg.unlocked():
-        del cfg["compare"]  # not an agent setting: changing the method list must not change the agent's programs
+    """The experiment config with ``name``'s agent settings (Table 4), agent seed and episodes."""
+    cfg = copy.deepcopy(config)  # its compare section is not read below train_agent's entry (AgentSettings)
     for field, value in AGENT_METHODS[name].items():
         cfg.agent[field] = value
     cc = config.compare
@@ -325,8 +327,6 @@ def tune_method(name: str, config: ml_collections.ConfigDict, workdir: str, task
     steps, k = int(config.steps), int(config.decision_interval)
 
     if name in AGENT_METHODS:
-        from gns_jax.train import train_agent
-
         cfg = agent_method_config(name, config)
         counts.agent_trainings += 1
         out = train_agent(cfg, os.path.join(workdir, "agents", name), task=task, progress=False)
@@ -344,7 +344,7 @@ def tune_method(name: str, config: ml_collections.ConfigDict, workdir: str, task
                                                         str(episode))
             selected["selected_episode"] = episode
         selected["agent_selection"] = str(cc.agent_selection)
-        controller = AgentController(out["agent"], params, cfg, name=name)
+        controller = AgentController(out["agent"], params, deploy_options(cfg), name=name)
         return selected, lambda hp: controller
 
     def evaluate(hp):
@@ -372,9 +372,6 @@ def best_validation_agent(out: dict, agent_dir: str, higher_is_better: bool = Tr
     Checkpoint e holds the agent *before* the PPO update of episode e (step 0 is the initial agent), i.e. the policy
     that played episode e. A selection on validation only, like every grid search here; the test metric is not read.
     """
-    from gns_jax import checkpoints
-    from gns_jax.train import CHECKPOINT_DIR
-
     episodes = out["results"]["episodes"]
     if not episodes:
         raise ConfigError(f"no finished agent-training episode in {agent_dir}; cannot select on validation")
@@ -439,8 +436,6 @@ def compare(config: ml_collections.ConfigDict, workdir: str, task: Task | None =
             summary[name] = previous
             continue
         if task is None:
-            from gns_jax.targets.build import build_task
-
             task = build_task(config)
         selected, make = tune_method(name, config, workdir, task, counts)
         write_json(selected_path, selected)

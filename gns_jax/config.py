@@ -175,6 +175,16 @@ def glue_config(task: str, agent_preset: str = "") -> ml_collections.ConfigDict:
     return c
 
 
+def glue_config_from_string(task_and_preset: str) -> ml_collections.ConfigDict:
+    """``glue_config`` from the config string of ``configs/glue.py``: ``task`` or ``task,agent_preset``."""
+    task, _, preset = task_and_preset.strip().partition(",")
+    if task not in GLUE_SETTINGS:
+        raise ConfigError(f"configs/glue.py needs a GLUE task as its config string, e.g. --config=configs/glue.py:rte "
+                          f"(or :rte,paper for the paper's agent); got {task_and_preset!r}, choose one of "
+                          f"{', '.join(GLUE_SETTINGS)}")
+    return glue_config(task, preset.strip())
+
+
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """A JSON-serializable copy of a config (tuples become lists)."""
     return json.loads(config.to_json_best_effort())

@@ -15,10 +15,10 @@ and the learning-rate-free optimizers of ``optax.contrib`` wrapped in ``optax.in
 shares the initialization, the seeded data order, the jitted K-step scan and the evaluation; only the learning rate
 differs. Baselines ignore the observation.
 
-GNS and its ablations (Table 4: FRS, CSS; and SRLS) are ``AgentController``s around a trained agent. Their run is
-``gns_jax.apply.deploy`` (§4.3: the initial learning rate is picked by V(s) among candidates); given a fixed
-``initial_lr`` they go through the generic loop instead, each decision being the policy's mean action on the
-observation (``gns_jax.apply.LearnedScheduler``).
+GNS and its ablations (Table 4: FRS, CSS; and SRLS) are ``gns_jax.apply.AgentController``s around a trained agent,
+beside deployment: their run is ``deploy`` (§4.3: the initial learning rate is picked by V(s) among candidates);
+given a fixed ``initial_lr`` they go through this loop instead, each decision being the policy's mean action on
+the observation. This module knows nothing of agents: the baselines sit below the agent's code.
 
 A run returns a JSON-ready dict: ``val_metric``, ``test_metric`` (of the final weights; never used for selection),
 ``lr_trajectory`` (the learning rate at the start of every decision interval: ceil(T / K) values, NaN after
@@ -27,22 +27,21 @@ a divergence), ``train_loss_trajectory``, ``diverged``, ``steps`` and ``wall_sec
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
 import weakref
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
+from tqdm.auto import tqdm
 
 from gns_jax.hypergradient import adam_hd, sgd_hd
 from gns_jax.schedules import Eq7Schedule
-from gns_jax.targets.task import TargetState, Task, get_learning_rate, set_learning_rate
+from gns_jax.targets.task import TargetState, Task, get_learning_rate, set_hyperparams, set_learning_rate
 
 Decision = float | Callable[[jnp.ndarray], jnp.ndarray] | None
 
@@ -56,19 +55,6 @@ class Observation:
     learning_rate: float  # the learning rate now held in the optimizer state
     mean_loss: float  # mean training loss of the last K steps (NaN at decision 0)
     target: TargetState  # params, grads of the last step, optimizer state
-
-
-def set_hyperparams(opt_state, values: Mapping[str, float]):
-    """A copy of an ``inject_hyperparams``-style state with some hyperparameters replaced (as arrays)."""
-    if not values:
-        return opt_state
-    hyperparams = dict(opt_state.hyperparams)
-    for name, value in values.items():
-        if name not in hyperparams:
-            raise KeyError(f"optimizer has no injected hyperparameter {name!r} (it has {sorted(hyperparams)})")
-        old = hyperparams[name]
-        hyperparams[name] = jnp.asarray(value, old.dtype).reshape(old.shape)
-    return opt_state._replace(hyperparams=hyperparams)
 
 
 _SPECIALIZED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -112,8 +98,15 @@ class Controller:
         """The state to evaluate (schedule-free: its averaged parameters)."""
         return target
 
-    def run(self, task: Task, steps: int, decision_interval: int, seed: int) -> dict:
-        """One training run of ``steps`` optimizer steps, deciding every ``decision_interval`` steps."""
+    def run(self, task: Task, steps: int, decision_interval: int, seed: int, progress: bool = False,
+            curve_every: int = 0) -> dict:
+        """One training run of ``steps`` optimizer steps, deciding every ``decision_interval`` steps.
+
+        The one run loop of every method (``train_target``'s fixed schedule, the tuned baselines, a trained agent
+        from a given learning rate, the replay of a deployment); ``progress`` shows a progress bar over the decision
+        points; ``curve_every`` > 0 also evaluates the validation split every that many decision intervals and at
+        the end (``val_steps``, ``val_curve``).
+        """
         start_time = time.time()
         task = task_for(task, self)
         k = int(decision_interval)
@@ -121,7 +114,8 @@ class Controller:
         state = task.init(jax.random.key(seed), self.initial_learning_rate())
         state = state.replace(opt_state=set_hyperparams(state.opt_state, self.init_hyperparams()))
         lrs, losses, mean_loss, diverged = [], [], math.nan, False
-        for d, s in enumerate(starts):
+        val_steps, val_curve = [], []
+        for d, s in enumerate(tqdm(starts, desc=self.name, unit="decision", disable=not progress)):
             obs = Observation(step=s, decision=d, learning_rate=float(get_learning_rate(state.opt_state)),
                               mean_loss=mean_loss, target=state)
             decision = self.learning_rate(s, obs)
@@ -129,9 +123,13 @@ class Controller:
             if decision is not None and schedule is None:
                 state = state.replace(opt_state=set_learning_rate(state.opt_state, decision))
             lrs.append(float(schedule(s)) if schedule is not None else self.recorded_learning_rate(state.opt_state))
-            state, stats = task.train_steps(state, min(k, int(steps) - s), schedule)
+            n = min(k, int(steps) - s)
+            state, stats = task.train_steps(state, n, schedule)
             mean_loss = float(stats.mean_loss)
             losses.append(mean_loss)
+            if curve_every and ((d + 1) % curve_every == 0 or d + 1 == len(starts)):
+                val_steps.append(s + n)
+                val_curve.append(float(task.evaluate(self.eval_target(state), "val")["metric"]))
             if not bool(stats.finite):
                 diverged = True  # nothing left to learn from this run: stop early
                 break
@@ -151,6 +149,8 @@ class Controller:
             "decision_interval": k,
             "lr_trajectory": lrs,
             "train_loss_trajectory": losses,
+            "final_learning_rate": self.recorded_learning_rate(state.opt_state),
+            **({"val_steps": val_steps, "val_curve": val_curve} if curve_every else {}),
         }
 
 
@@ -166,6 +166,20 @@ class ScheduleController(Controller):
 
     def learning_rate(self, step: int, obs: Observation) -> Decision:
         return self.schedule
+
+
+class TrajectoryController(Controller):
+    """The learning rate of every decision interval, given in advance (e.g. a deployment's record, replayed)."""
+
+    def __init__(self, learning_rates: Sequence[float], name: str = "trajectory"):
+        self.learning_rates = [float(x) for x in learning_rates]
+        self.name = name
+
+    def initial_learning_rate(self) -> float:
+        return self.learning_rates[0]
+
+    def learning_rate(self, step: int, obs: Observation) -> Decision:
+        return self.learning_rates[min(obs.decision, len(self.learning_rates) - 1)]
 
 
 class OptimizerController(Controller):
@@ -272,67 +286,3 @@ def lr_free_controller(name: str, learning_rate: float | None = None) -> Control
     lr = spec.default_lr if learning_rate is None else learning_rate
     return OptimizerController(name, spec.factory, (name,), lr, effective_lr=spec.effective_lr,
                                eval_params=spec.eval_params)
-
-
-class AgentController(Controller):
-    """A trained GNS-style agent (GNS, FRS, CSS, SRLS): deployment by V(s) (§4.3), or the policy from a given LR.
-
-    Args:
-      agent: a ``gns_jax.agent.Agent`` built for the task the runs use.
-      agent_params: its trained parameters.
-      config: the experiment config (``config.agent`` holds the deployment candidates).
-      initial_lr: None deploys with ``gns_jax.apply.deploy``; a number starts there and follows the policy.
-    """
-
-    def __init__(self, agent, agent_params, config: ml_collections.ConfigDict, initial_lr: float | None = None,
-                 name: str = "gns"):
-        self.agent = agent
-        self.agent_params = agent_params
-        self.config = config
-        self.initial_lr = initial_lr
-        self.name = name
-        self._scheduler = None
-
-    def initial_learning_rate(self) -> float:
-        return float(self.initial_lr)
-
-    def learning_rate(self, step: int, obs: Observation) -> Decision:
-        if obs.decision == 0:
-            return self.initial_learning_rate()
-        if self._scheduler is None:
-            from gns_jax.apply import LearnedScheduler
-
-            self._scheduler = LearnedScheduler(self.agent, self.agent_params)
-        t = obs.target
-        return float(self._scheduler(t.params, t.grads, obs.mean_loss, obs.learning_rate))
-
-    def run(self, task: Task, steps: int, decision_interval: int, seed: int) -> dict:
-        if self.initial_lr is not None:
-            return super().run(task, steps, decision_interval, seed)
-        from gns_jax.apply import deploy
-
-        if task is not self.agent.task:
-            raise ValueError("deployment runs on the agent's own task")
-        env_cfg = self.agent.env.config
-        if (int(steps) // int(decision_interval), int(decision_interval)) != (env_cfg.num_decisions,
-                                                                               env_cfg.decision_interval):
-            raise ValueError("deployment runs the agent's own T and K")
-        config = copy.deepcopy(self.config)
-        config.seed = int(seed)
-        out = deploy(self.agent, self.agent_params, config)
-        lrs = list(out["lr_trajectory"])
-        return {
-            "val_metric": out["val_metric"],
-            "test_metric": out["test_metric"],
-            "metric_name": out["metric_name"],
-            "higher_is_better": task.higher_is_better,
-            "steps": out["steps"],
-            "diverged": out["diverged"],
-            "wall_seconds": out["wall_seconds"],
-            "decision_interval": int(decision_interval),
-            "lr_trajectory": lrs + [math.nan] * (len(range(0, int(steps), int(decision_interval))) - len(lrs)),
-            "initial_lr": out["initial_lr"],
-            "candidate_lrs": out["candidate_lrs"],
-            "candidate_values": out["candidate_values"],
-        }
-

@@ -3,9 +3,10 @@
 An episode is one training run of the target network, T optimizer steps long, cut into N = T // K decision
 points. ``reset`` samples the initial learning rate alpha_1 from the prior D_alpha (log-uniform on
 [prior_lr_min, prior_lr_max]), initializes the target and runs the first K steps at alpha_1, so that the first
-observation already carries gradients and a training loss (decision point 0). ``step`` applies an action a_t:
-alpha <- clip(alpha (1 + a_t)) (Eq. 4), runs the next K steps in one ``lax.scan`` and observes decision point t+1.
-So an episode holds N - 1 actions.
+observation already carries gradients and a training loss (decision point 0). ``step`` takes the learning rate the
+agent chose at point t, alpha <- clip(alpha (1 + a_t)) (Eq. 4, ``gns_jax.policy.decide``), writes it into the
+optimizer state, runs the next K steps in one ``lax.scan`` and observes decision point t+1. So an episode holds
+N - 1 actions.
 
 Validation (Eq. 2-3). The validation metric P is computed at a decision point only with probability p; the caller
 passes that coin (``validate``) so that a batch of vmapped environments shares it and ``lax.cond`` stays a real
@@ -33,7 +34,6 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from gns_jax.policy import lr_update
 from gns_jax.targets.task import Batch, StepStats, TargetState, Task, get_learning_rate, set_learning_rate
 
 PyTree = Any
@@ -42,7 +42,10 @@ ObserveFn = Callable[..., PyTree]  # (params, grads, lr, loss, progress) -> obs;
 
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
-    """Static settings of the environment (hashable: the jitted functions close over them)."""
+    """Static settings of the environment (hashable: the agent's jitted programs close over them, ``AgentSettings``).
+
+    ``lr_min``/``lr_max`` are the clip range of Eq. 4, applied where the agent decides (``gns_jax.policy.decide``).
+    """
 
     decision_interval: int  # K
     num_decisions: int  # N = T // K decision points per episode
@@ -135,11 +138,12 @@ class LREnvironment:
                         validated=jnp.asarray(True), diverged=~ok, done=~ok)
         return self._observe(target, stats.mean_loss, ok, state.t), state, info
 
-    def step(self, state: EnvState, action: jnp.ndarray, validate: jnp.ndarray, train_data: Batch,
+    def step(self, state: EnvState, learning_rate: jnp.ndarray, validate: jnp.ndarray, train_data: Batch,
              val_data: Batch) -> tuple[PyTree, EnvState, StepInfo]:
-        """Apply alpha <- clip(alpha (1 + a)) (Eq. 4), run K steps, observe; validate when asked or at the end."""
+        """Train K steps at ``learning_rate`` (the action's alpha (1 + a), Eq. 4), observe; validate when asked or
+        at the end."""
         cfg = self.config
-        lr = lr_update(get_learning_rate(state.target.opt_state), action, cfg.lr_min, cfg.lr_max)
+        lr = jnp.asarray(learning_rate, jnp.float32)
         target = state.target.replace(opt_state=set_learning_rate(state.target.opt_state, lr))
 
         def train(target):

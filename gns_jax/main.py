@@ -76,11 +76,11 @@ def run(mode: str, config, workdir: str) -> dict:
 
 def _run_mode(mode: str, config, workdir: str) -> dict:
     if mode == "train_target":
+        from gns_jax import workflows
         from gns_jax.targets.build import build_task
-        from gns_jax.targets.run import train_with_schedule
 
         task = build_task(config)
-        results = train_with_schedule(task, config)
+        results = workflows.train_target(task, config)
         results["data_source"] = getattr(task, "provenance", None)
         results["config"] = config_to_dict(config)
         workdirs.write_json(os.path.join(workdir, "results.json"), results)

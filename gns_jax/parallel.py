@@ -1,17 +1,14 @@
-"""Many target trainings at once: ``vmap`` over a batch on one device, ``pmap`` over local devices.
+"""Where a batch of environments lives: one device, or split over local devices (one program either way).
 
-Two users of the same batching:
-
-* agent training (``gns_jax.train``): ``agent.num_envs`` environments per device run each decision step as one
-  vmapped program, and ``agent.num_devices`` devices run their own environments in parallel (``pmap``), sharing
-  one agent whose PPO gradients are ``pmean``ed (``Agent.*_on_devices``);
-* baselines (seeds x grid points of Eq. 7): ``train_side_by_side`` trains M targets from M keys under M stacked
-  learning-rate schedules, every step of all M in one program.
+Agent training (``gns_jax.train``) runs ``agent.num_envs`` environments per device as one vmapped program, and
+``agent.num_devices`` devices share it: the environment axis is split over a ``Mesh`` of the devices
+(``split_envs``), the agent and the data are replicated (``replicate``), and the same jitted program runs
+partitioned over them, one agent for all (``gns_jax.agent``). ``gns_jax.side_by_side`` places its M target runs
+the same way; ``stack`` turns a list of pytrees into one with a leading batch axis.
 
 Environments are numbered globally: environment ``e`` of a run with ``D`` devices and ``N`` environments per device
 lives on device ``e // N`` and draws its keys from ``split(key, D * N)[e]`` whatever ``D`` is, so the same total
-number of environments gives the same episodes on one device or several (``shard``/``unshard`` convert between
-the flat ``[D * N]`` and the device ``[D, N]`` layouts).
+number of environments gives the same episodes on one device or several.
 """
 
 from __future__ import annotations
@@ -22,12 +19,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gns_jax.targets.task import Batch, TargetState, Task
-
 PyTree = Any
+DEVICE_AXIS = "devices"  # the mesh axis the environments (or side-by-side runs) are split over
 
 
 def resolve_num_devices(requested: int) -> int:
@@ -40,136 +35,32 @@ def resolve_num_devices(requested: int) -> int:
     return n
 
 
+def device_mesh(num_devices: int) -> Mesh:
+    """The first ``num_devices`` local devices as a one-axis mesh (``DEVICE_AXIS``)."""
+    return Mesh(np.asarray(jax.local_devices()[:num_devices]), (DEVICE_AXIS,))
+
+
 def replicate(tree: PyTree, num_devices: int) -> PyTree:
-    """``tree`` placed whole on each of the first ``num_devices`` local devices (a pmap ``in_axes=None`` input
-    that is already where the program needs it, so large data are not copied again at every call)."""
-    mesh = Mesh(np.asarray(jax.local_devices()[:num_devices]), ("devices",))
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    """``tree`` placed whole on each of the first ``num_devices`` local devices (agent parameters, data: inputs
+    every environment reads, placed once so that large data are not copied again at every call)."""
+    return jax.device_put(tree, NamedSharding(device_mesh(num_devices), PartitionSpec()))
 
 
-def shard(tree: PyTree, num_devices: int, axis: int = 0) -> PyTree:
-    """``[..., D * N, ...]`` -> ``[..., D, N, ...]`` along ``axis`` (environment e goes to device e // N)."""
+def split_envs(tree: PyTree, num_devices: int, axis: int = 0) -> PyTree:
+    """``tree`` with its ``axis`` (environments) split over ``num_devices`` devices: environment e of D * N lives
+    on device e // N. A jitted program given such inputs runs partitioned over the devices."""
+    spec = PartitionSpec(*([None] * axis), DEVICE_AXIS)
+    sharding = NamedSharding(device_mesh(num_devices), spec)
 
-    def split(x):
-        x = x if isinstance(x, jax.Array) else jnp.asarray(x)
+    def place(x):
         n = x.shape[axis]
         if n % num_devices:
             raise ValueError(f"{n} environments do not split over {num_devices} devices")
-        return x.reshape(x.shape[:axis] + (num_devices, n // num_devices) + x.shape[axis + 1:])
+        return jax.device_put(x, sharding)
 
-    return jax.tree.map(split, tree)
-
-
-def unshard(tree: PyTree, axis: int = 0) -> PyTree:
-    """``[..., D, N, ...]`` -> ``[..., D * N, ...]`` (the inverse of ``shard``)."""
-    return jax.tree.map(lambda x: x.reshape(x.shape[:axis] + (-1,) + x.shape[axis + 2:]), tree)
+    return jax.tree.map(place, tree)
 
 
 def stack(items: Sequence[PyTree]) -> PyTree:
     """One pytree whose leaves have a new leading axis (e.g. M ``Eq7Schedule``s -> one vmappable schedule)."""
     return jax.tree.map(lambda *xs: jnp.stack(xs), *items)
-
-
-@struct.dataclass
-class SideBySideResult:
-    """M target trainings run side by side (every leaf has a leading axis M)."""
-
-    state: TargetState  # the M trained targets
-    mean_losses: jnp.ndarray  # [M, num_chunks] mean training loss of each chunk of steps
-    finite: jnp.ndarray  # [M] False when a run's loss or weights stopped being finite
-    metrics: dict  # split -> [M] task metric at the end (NaN for runs that diverged)
-
-
-def _train_chunk(task: Task, states: TargetState, train_data: Batch, schedules, num_steps: int):
-    axes = None if schedules is None else 0
-    return jax.vmap(lambda s, sched: task.train_scan(s, train_data, num_steps, sched), in_axes=(0, axes))(
-        states, schedules)
-
-
-def _evaluate(task: Task, states: TargetState, data: Batch, group: int) -> jnp.ndarray:
-    # lax.map in groups: M full-split evaluations at once could need M times the activation memory.
-    return jax.lax.map(lambda s: task.evaluate_split(s, data)["metric"], states, batch_size=group)
-
-
-_train_chunk_jit = jax.jit(_train_chunk, static_argnums=(0, 4))
-_init_jit = jax.jit(lambda task, keys, lrs, pretrained: jax.vmap(task.init_state, in_axes=(0, 0, None))(
-    keys, lrs, pretrained), static_argnums=0)
-_evaluate_jit = jax.jit(_evaluate, static_argnums=(0, 3))
-
-
-def train_side_by_side(task: Task, keys: jnp.ndarray, num_steps: int, schedules: PyTree | None = None,
-                       learning_rates=None, *, chunk: int | None = None, eval_splits: Sequence[str] = ("val", "test"),
-                       eval_group: int = 4, group_size: int | None = None, num_devices: int = 1) -> SideBySideResult:
-    """Train M targets side by side: run m starts from ``keys[m]`` and follows ``schedules[m]``.
-
-    Args:
-      task: the target task (model, data, optimizer); all runs share its data on device.
-      keys: ``[M]`` PRNG keys (initialization, data order, augmentation of each run): seeds.
-      num_steps: optimizer steps T of every run.
-      schedules: a schedule pytree whose leaves have a leading axis M, e.g. ``stack([Eq7Schedule, ...])`` for
-        the grid points of Tables 5-6; evaluated at every step inside the scan. None keeps each run's injected
-        learning rate fixed at ``learning_rates``.
-      learning_rates: ``[M]`` initial learning rates (default: each schedule at step 0).
-      chunk: steps per compiled call (default all T in one call); chunks give ``mean_losses`` its resolution.
-      eval_splits: splits whose metric is reported at the end.
-      eval_group: runs evaluated at once (evaluation memory grows with it).
-      group_size: train at most this many runs at once (groups run one after another, the last one padded, all
-        with one compiled program); None = all M. A GPU gains from large groups; on a CPU, whose cores one run
-        already keeps busy, vmap brings no speedup and groups of one or a few are fastest.
-      num_devices: split each group over this many local devices (``pmap``; padded to a multiple).
-    Returns:
-      a ``SideBySideResult``; equal, up to float rounding, to M separate ``task.train_steps`` runs.
-    """
-    num_runs = int(keys.shape[0])
-    if learning_rates is None:
-        if schedules is None:
-            raise ValueError("give schedules, learning_rates or both")
-        learning_rates = jax.vmap(lambda s: s(0))(schedules)
-    learning_rates = jnp.broadcast_to(jnp.asarray(learning_rates, jnp.float32), (num_runs,))
-    if group_size and group_size < num_runs:
-        parts = []
-        for lo in range(0, num_runs, group_size):
-            idx = jnp.minimum(jnp.arange(lo, lo + group_size), num_runs - 1)  # the last group repeats its last run
-            take = lambda tree, idx=idx: jax.tree.map(lambda x: x[idx], tree)
-            parts.append(train_side_by_side(task, take(keys), num_steps, take(schedules), take(learning_rates),
-                                            chunk=chunk, eval_splits=eval_splits, eval_group=eval_group,
-                                            num_devices=num_devices))
-        return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:num_runs], *parts)
-    chunk = int(chunk or num_steps)
-    bounds = list(range(0, num_steps, chunk)) + [num_steps]
-    train_data = task.device_data["train"]
-    if num_devices > 1:
-        return _side_by_side_on_devices(task, keys, schedules, learning_rates, bounds, eval_splits, eval_group,
-                                        num_devices)
-    states = _init_jit(task, keys, learning_rates, task.pretrained)
-    losses, finite = [], jnp.ones((num_runs,), bool)
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        states, stats = _train_chunk_jit(task, states, train_data, schedules, hi - lo)
-        losses.append(stats.mean_loss)
-        finite = finite & stats.finite
-    metrics = {split: jnp.where(finite, _evaluate_jit(task, states, task.device_data[split], eval_group), jnp.nan)
-               for split in eval_splits}
-    return SideBySideResult(state=states, mean_losses=jnp.stack(losses, axis=1), finite=finite, metrics=metrics)
-
-
-def _side_by_side_on_devices(task, keys, schedules, learning_rates, bounds, eval_splits, eval_group, num_devices):
-    num_runs = int(keys.shape[0])
-    padded = -(-num_runs // num_devices) * num_devices
-    pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], padded - num_runs, axis=0)])
-    keys, learning_rates = shard(pad(keys), num_devices), shard(pad(learning_rates), num_devices)
-    schedules = None if schedules is None else shard(jax.tree.map(pad, schedules), num_devices)
-    data = replicate(task.device_data, num_devices)
-    states = jax.pmap(lambda k, lr, pre: jax.vmap(task.init_state, in_axes=(0, 0, None))(k, lr, pre),
-                      in_axes=(0, 0, None))(keys, learning_rates, replicate(task.pretrained, num_devices))
-    train = jax.pmap(_train_chunk, static_broadcasted_argnums=(0, 4), in_axes=(None, 0, None, 0, None))
-    losses, finite = [], None
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        states, stats = train(task, states, data["train"], schedules, hi - lo)
-        losses.append(unshard(stats.mean_loss)[:num_runs])
-        finite = stats.finite if finite is None else finite & stats.finite
-    finite = unshard(finite)[:num_runs]
-    evaluate = jax.pmap(_evaluate, static_broadcasted_argnums=(0, 3), in_axes=(None, 0, None, None))
-    metrics = {split: jnp.where(finite, unshard(evaluate(task, states, data[split], eval_group))[:num_runs], jnp.nan)
-               for split in eval_splits}
-    states = jax.tree.map(lambda x: x[:num_runs], unshard(states))
-    return SideBySideResult(state=states, mean_losses=jnp.stack(losses, axis=1), finite=finite, metrics=metrics)

@@ -12,12 +12,13 @@ also this code's addition: it keeps a long run of one-signed actions from drivin
 
 `ActorCritic` takes the encoder as an attribute (a Flax module, or any callable such as `lambda x: x`) and
 names its parameter subtrees 'encoder', 'actor' and 'critic', which is what `gns_jax.ppo.param_labels` keys
-on."""
+on. `decide` is Eq. 4 as one function, (observation, agent parameters, α) -> next α: every place that lets the
+policy set a learning rate (agent training, deployment, the optax transformation) goes through it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import distrax
 import flax.linen as nn
@@ -117,3 +118,26 @@ def select_action(
 def lr_update(lr: jax.Array, action: jax.Array, lr_min: float, lr_max: float) -> jax.Array:
     """Eq. 4's multiplicative rule α ← α·(1 + a), clipped to [α_min, α_max]."""
     return jnp.clip(lr * (1.0 + action), lr_min, lr_max)
+
+
+class PolicyStep(NamedTuple):
+    """One decision of the scheduler (Eq. 4) at a state s with learning rate α."""
+
+    learning_rate: jax.Array  # the next α = clip(α (1 + a))
+    action: jax.Array  # a ~ N(μ(s), σ²), or μ(s) when deterministic
+    log_prob: jax.Array  # log π(a | s)
+    value: jax.Array  # V(s)
+
+
+def decide(apply_fn: Callable[[Any, Any], tuple[distrax.Distribution, jax.Array]], agent_params: Any, obs: Any,
+           learning_rate: jax.Array, lr_min: float, lr_max: float, key: jax.Array | None = None,
+           deterministic: bool | jax.Array = True) -> PolicyStep:
+    """Eq. 4 in one place: observation, agent parameters and α -> the next α.
+
+    π(·|s) and V(s) from ``apply_fn(agent_params, obs)``; a ~ π (training, needs ``key``) or a = μ(s)
+    (deployment, §4.3); α' = clip(α (1 + a), α_min, α_max). The environment's decision step, deployment
+    (``follow_policy``, ``LearnedScheduler``) and the optax transformation ``scheduled`` all decide through it.
+    """
+    dist, value = apply_fn(agent_params, obs)
+    action, log_prob = select_action(key, dist, deterministic)
+    return PolicyStep(lr_update(learning_rate, action, lr_min, lr_max), action, log_prob, value)

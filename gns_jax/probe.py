@@ -5,7 +5,7 @@ exponential decay or growth). To see during training whether the agent learned m
 probe observations is built once per run and the policy's mean action mu(s) = 0.1 tanh(m_f(h)) (Eq. 4) is read on
 it after every PPO update:
 
-* states: ``num_targets`` freshly initialized targets (seeds derived from ``config.seed``) trained at a constant
+* states: ``num_targets`` freshly initialized targets (seeds derived from the run's seed) trained at a constant
   learning rate of 1e-3, observed *early* (decision point 0, after the first K steps) and *late* (decision point
   ``round(late_fraction * (N - 1))``), with the run-progress feature set to match when the agent has one;
 * learning rates: each state is observed with the learning-rate feature at every value of ``lrs`` (1e-4, 1e-3,

@@ -46,7 +46,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from gns_jax.policy import lr_update
+from gns_jax.agent import Agent
+from gns_jax.checkpoints import load_agent_params
+from gns_jax.policy import PolicyStep, decide
+from gns_jax.settings import agent_settings
+from gns_jax.targets.build import build_task
 from gns_jax.targets.task import set_learning_rate
 
 PyTree = Any
@@ -89,18 +93,17 @@ class TrainedPolicy:
 
         ``task`` defaults to ``build_task(config)``; only its architecture is read.
         """
-        from gns_jax.agent import Agent
-        from gns_jax.targets.build import build_task
-        from gns_jax.train import load_agent_params
-
-        agent = Agent(task or build_task(config), config)
+        agent = Agent(task or build_task(config), agent_settings(config))
         return cls.from_agent(agent, load_agent_params(path, agent.init_params(jax.random.key(0))))
 
-    def next_learning_rate(self, params: PyTree, grads: PyTree, learning_rate, mean_loss, progress) -> jnp.ndarray:
-        """Eq. 4 with the mean action: clip(alpha (1 + mu(s))) for the state s observed from the arguments."""
+    def decide(self, params: PyTree, grads: PyTree, learning_rate, mean_loss, progress) -> PolicyStep:
+        """Eq. 4 with the mean action (``gns_jax.policy.decide``) for the state observed from the arguments."""
         obs = self.observe(params, grads, learning_rate, mean_loss, progress)
-        dist, _ = self.network.apply(self.params, obs)
-        return lr_update(learning_rate, dist.mode(), self.lr_min, self.lr_max)
+        return decide(self.network.apply, self.params, obs, learning_rate, self.lr_min, self.lr_max)
+
+    def next_learning_rate(self, params: PyTree, grads: PyTree, learning_rate, mean_loss, progress) -> jnp.ndarray:
+        """clip(alpha (1 + mu(s))) for the state s observed from the arguments (Eq. 4)."""
+        return self.decide(params, grads, learning_rate, mean_loss, progress).learning_rate
 
 
 class ScheduledState(NamedTuple):

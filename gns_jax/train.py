@@ -1,11 +1,15 @@
 """Agent training (Algorithm 1): episodes of target training driven by the policy, one PPO update per episode.
 
 Each episode: sample alpha_1 ~ D_alpha and initialize ``agent.num_envs`` targets per device (vmapped) on
-``agent.num_devices`` devices (pmapped); at every decision point the policy acts, K optimizer steps run, the new
-graph state is observed and, with probability p, the validation metric is measured (one program per decision step
-for all environments, one validation coin for all of them); at the end the Eq. 3 rewards are assembled and PPO
-(Eq. 5-6, App. D) updates the agent on all environments' transitions (with several devices, gradients are
-averaged over them, so the devices hold one agent).
+``agent.num_devices`` devices (the environment axis split over them); at every decision point the policy acts, K
+optimizer steps run, the new graph state is observed and, with probability p, the validation metric is measured
+(one program per decision step for all environments, one validation coin for all of them); at the end the Eq. 3
+rewards are assembled and PPO (Eq. 5-6, App. D) updates the agent on all environments' transitions (one program
+whatever the number of devices: with several, its means over the environments span them all, so the devices hold
+one agent).
+
+``train_agent(config, workdir)`` is the entry: it reads the config once into ``AgentSettings`` (the agent) and
+``TrainingOptions`` (how the loop runs, ``gns_jax.settings``); everything below it takes those.
 
 Cheaper episodes (§6): ``agent.truncated_episodes`` early episodes stop at ``agent.truncated_fraction`` of T (PPO
 bootstraps the cut with V(s) of the last state), and ``agent.val_subsample`` validates the Eq. 3 rewards on a random
@@ -22,6 +26,7 @@ CPU). Logs: TensorBoard and ``episodes.csv`` under ``workdir/logs``, LR trajecto
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 from typing import Any
@@ -36,12 +41,16 @@ from tqdm.auto import tqdm
 
 from gns_jax import checkpoints, parallel
 from gns_jax.agent import Agent
+from gns_jax.checkpoints import load_agent_params
 from gns_jax.env import episode_rewards, validation_coins
 from gns_jax.metric_writers import MetricWriter
 from gns_jax.plots import plot_lr_trajectories
 from gns_jax.ppo import PPOState, Transition, init_ppo_state
 from gns_jax.probe import build_probe_set, evaluate_probe
+from gns_jax.settings import TrainingOptions, agent_settings, training_options
+from gns_jax.targets.build import build_task
 from gns_jax.targets.task import Batch, Task
+from gns_jax.workdir import claim
 
 PyTree = Any
 CHECKPOINT_DIR = "checkpoints"
@@ -57,18 +66,14 @@ class AgentTrainState:
     episode: jnp.ndarray  # episodes finished
 
 
-def stack(items: list) -> PyTree:
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *items)
-
-
-def episode_decisions(agent_cfg: ml_collections.ConfigDict, episode: int, num_decisions: int) -> int:
+def episode_decisions(options: TrainingOptions, episode: int, num_decisions: int) -> int:
     """Decision points of ``episode``: truncated early episodes (§6's cheaper episodes) or all N.
 
-    The first ``agent.truncated_episodes`` episodes stop after ``agent.truncated_fraction`` of T (at least two
-    decision points, one action); later episodes run to T.
+    The first ``truncated_episodes`` episodes stop after ``truncated_fraction`` of T (at least two decision points,
+    one action); later episodes run to T.
     """
-    if episode < int(agent_cfg.get("truncated_episodes", 0)):
-        return int(min(num_decisions, max(2, round(float(agent_cfg.truncated_fraction) * num_decisions))))
+    if episode < options.truncated_episodes:
+        return int(min(num_decisions, max(2, round(options.truncated_fraction * num_decisions))))
     return num_decisions
 
 
@@ -87,78 +92,60 @@ def run_episode(agent: Agent, agent_params: PyTree, key: jnp.ndarray, num_envs: 
     """Roll out one episode on ``num_envs`` vmapped environments per device, on ``num_devices`` devices.
 
     Args:
-      agent, agent_params: the agent and its (unreplicated) parameters.
+      agent, agent_params: the agent and its parameters.
       key: the episode's key; environment e of the D * N uses ``split(.., D * N)[e]`` whatever D is.
       num_envs: environments per device (N).
-      num_devices: devices (D); D > 1 runs the pmapped programs.
+      num_devices: devices (D) the environments are split over (the same programs whatever D is).
       num_decisions: decision points of this episode (< N for a truncated episode; default all).
-      data: (train, val) data; replicated over the devices when D > 1 (default: the task's own).
+      data: (train, val) data, replicated over the devices (default: the task's own).
       group_size: consecutive environments sharing the reset key (target init, data order, initial LR), so that
         they differ only by the policy's noise (common random numbers); 1 gives every environment its own.
       reward_scale: the trajectory's rewards are the Eq. 3 rewards times this (``rewards`` stays unscaled).
     Returns:
       a dict with the time-major trajectory ``[actions, D * N]``, the bootstrap values ``last_value`` (None for
-      full episodes), the final ``env_state`` (in the device layout), ``reset_info`` and ``infos`` (flat layout),
+      full episodes), the final ``env_state``, ``reset_info`` and ``infos``,
       and per-environment ``last_metric``, ``diverged`` and ``test_metric`` ``[D * N]``.
     """
     env_cfg = agent.env.config
     task = agent.task
     n = num_decisions or env_cfg.num_decisions
     total = num_envs * num_devices
-    if data is None:
-        data = (task.device_data["train"], task.device_data["val"])
-        if num_devices > 1:
-            data = parallel.replicate(data, num_devices)
-    if num_devices == 1:
-        place = lambda x: x
-        flat = lambda x, axis=0: x
-        reset = lambda keys: agent.reset(keys, *data)
-        step = lambda keys, s, o, v: agent.decision_step(agent_params, keys, s, o, v, data)
-        values = lambda o: agent.values(agent_params, o)
-        test_data = task.device_data["test"]
-        evaluate = lambda s: agent.evaluate(s, test_data)
-    else:
-        replicated = parallel.replicate(agent_params, num_devices)
-        place = lambda x: parallel.shard(x, num_devices)
-        flat = lambda x, axis=0: parallel.unshard(x, axis)
-        reset = lambda keys: agent.reset_on_devices(keys, *data)
-        step = lambda keys, s, o, v: agent.decision_step_on_devices(replicated, keys, s, o, v, data)
-        values = lambda o: agent.values_on_devices(replicated, o)
-        test_data = parallel.replicate(task.device_data["test"], num_devices)
-        evaluate = lambda s: agent.evaluate_on_devices(s, test_data)
+    # One program on any number of devices: the environment axis is split over them, the rest replicated.
+    place = lambda x: parallel.split_envs(x, num_devices)
+    data = parallel.replicate((task.device_data["train"], task.device_data["val"]) if data is None else data,
+                              num_devices)
+    agent_params = parallel.replicate(agent_params, num_devices)
+    test_data = parallel.replicate(task.device_data["test"], num_devices)
 
     reset_key, coin_key, act_key = jax.random.split(key, 3)
     # One coin per decision point for all environments (and devices): lax.cond stays a real branch.
     coins = np.asarray(validation_coins(coin_key, n, env_cfg.validation_prob))
-    # Under jax.distributed each process runs its own slice of the global environments.
-    first = jax.process_index() * total
-    env_keys = lambda k: place(jax.random.split(k, total * jax.process_count())[first:first + total])
+    env_keys = lambda k: place(jax.random.split(k, total))
     if total % group_size:
         raise ValueError(f"agent.group_size={group_size} must divide the {total} environments of an episode")
-    group_keys = jax.random.split(reset_key, total * jax.process_count() // group_size)
-    group_keys = jnp.repeat(jax.random.key_data(group_keys), group_size, axis=0)[first:first + total]
-    obs, env_state, reset_info = reset(place(jax.random.wrap_key_data(group_keys)))
+    group_keys = jnp.repeat(jax.random.key_data(jax.random.split(reset_key, total // group_size)), group_size, axis=0)
+    obs, env_state, reset_info = agent.reset(place(jax.random.wrap_key_data(group_keys)), *data)
     acts, infos = [], []
     for t in range(n - 1):
         keys = env_keys(jax.random.fold_in(act_key, t))
-        obs, env_state, info, act = step(keys, env_state, obs, jnp.asarray(coins[t + 1]))
+        obs, env_state, info, act = agent.decision_step(agent_params, keys, env_state, obs,
+                                                        jnp.asarray(coins[t + 1]), data)
         acts.append(act)
         infos.append(info)
         if progress is not None:
             progress.update(1)
-    acts, infos = flat(stack(acts), 1), flat(stack(infos), 1)  # leading axes [n - 1, D * N]
-    reset_info = flat(reset_info)
+    acts, infos = parallel.stack(acts), parallel.stack(infos)  # leading axes [n - 1, D * N]
     rewards, valid = jax.vmap(episode_rewards, in_axes=(1, 0, None), out_axes=1)(
         infos, reset_info, env_cfg.divergence_penalty)
     trajectory = Transition(obs=acts.obs, action=acts.action, reward=rewards * reward_scale, done=infos.done,
                             value=acts.value, log_prob=acts.log_prob, valid=valid)
-    done = flat(env_state.done)
     # A truncated episode did not end: PPO bootstraps it with V(s) of its last state.
-    last_value = jnp.where(done, 0.0, flat(values(obs))) if n < env_cfg.num_decisions else None
+    last_value = (jnp.where(env_state.done, 0.0, agent.values(agent_params, obs)) if n < env_cfg.num_decisions
+                  else None)
     return {"trajectory": trajectory, "rewards": rewards, "last_value": last_value, "env_state": env_state,
             "reset_info": reset_info,
-            "infos": infos, "last_metric": flat(env_state.last_metric), "diverged": flat(env_state.diverged),
-            "test_metric": flat(evaluate(env_state))}
+            "infos": infos, "last_metric": env_state.last_metric, "diverged": env_state.diverged,
+            "test_metric": agent.evaluate(env_state, test_data)}
 
 
 def episode_summary(episode: int, rollout: dict, wall_seconds: float, k: int) -> dict:
@@ -182,20 +169,14 @@ def episode_summary(episode: int, rollout: dict, wall_seconds: float, k: int) ->
     }
 
 
-def initial_agent_state(agent: Agent, config: ml_collections.ConfigDict) -> AgentTrainState:
-    key = jax.random.key(config.seed)
+def initial_agent_state(agent: Agent, options: TrainingOptions) -> AgentTrainState:
+    key = jax.random.key(options.seed)
     params = agent.init_params(jax.random.fold_in(key, 10**6))
-    if config.agent.init_checkpoint:
-        params = load_agent_params(config.agent.init_checkpoint, params)
-        logging.info("agent initialized from %s", config.agent.init_checkpoint)
+    if options.init_checkpoint:
+        params = load_agent_params(options.init_checkpoint, params)
+        logging.info("agent initialized from %s", options.init_checkpoint)
     return AgentTrainState(ppo=init_ppo_state(params, agent.ppo), key=jax.random.key_data(key),
                            episode=jnp.zeros((), jnp.int32))
-
-
-def load_agent_params(path: str, like_params: PyTree) -> PyTree:
-    """Agent parameters from a ``train_agent`` checkpoint (a directory of steps, or one step directory)."""
-    directory, step = checkpoints.split_checkpoint_path(path)
-    return checkpoints.restore_subtree(directory, ("ppo", "params"), like_params, step)
 
 
 class NonFiniteAgentError(RuntimeError):
@@ -216,8 +197,6 @@ def check_finite_update(episode: int, metrics: dict, ppo_state: PPOState, ckpt_d
 
 def drop_rows_from(csv_path: str, step: int) -> None:
     """Remove the rows of ``step`` and later from a metrics CSV (episodes a resumed run plays again)."""
-    import csv
-
     if not os.path.isfile(csv_path):
         return
     with open(csv_path, newline="") as f:
@@ -242,19 +221,15 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
     draw each episode). A checkpoint is written every ``agent.checkpoint_every`` episodes and after the last one.
     ``stop_after`` ends the call after that many new episodes (it simulates an interruption in tests).
     """
-    from gns_jax.targets.build import build_task
-    from gns_jax.workdir import claim
-
     claim(workdir, "train_agent", config)  # same mode, same settings as the checkpoints already there
     task = task or build_task(config)
-    agent = Agent(task, config)
-    a = config.agent
-    num_devices = parallel.resolve_num_devices(int(a.get("num_devices", 1)))
-    checkpoint_every = max(1, int(a.get("checkpoint_every", 1)))
+    options = training_options(config)
+    agent = Agent(task, agent_settings(config))
+    num_devices = parallel.resolve_num_devices(options.num_devices)
     ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
-    state = initial_agent_state(agent, config)
+    state = initial_agent_state(agent, options)
     history: dict = {"episodes": []}
-    keep = int(a.get("keep_checkpoints", 0)) or None  # None: orbax keeps every checkpoint
+    keep = options.keep_checkpoints or None  # None: orbax keeps every checkpoint
     if checkpoints.latest_step(ckpt_dir) is not None:
         state, history, step = checkpoints.restore(ckpt_dir, state)
         logging.info("resuming after episode %d from %s", step, ckpt_dir)
@@ -262,16 +237,14 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
     else:  # step 0 is the initial agent: the policy of episode 0 (checkpoint e holds the policy of episode e)
         checkpoints.save(ckpt_dir, 0, state, history, max_to_keep=keep)
     base_key = jax.random.wrap_key_data(state.key)
-    total = int(a.episodes)
+    total = options.episodes
     first = int(state.episode)
     last = total if stop_after is None else min(total, first + stop_after)
     num_decisions = agent.env.config.num_decisions
-    lengths = {e: episode_decisions(a, e, num_decisions) for e in range(first, last)}
-    train_data = task.device_data["train"]
-    if num_devices > 1:
-        train_data = parallel.replicate(train_data, num_devices)
-    full_val = parallel.replicate(task.device_data["val"], num_devices) if num_devices > 1 else None
-    probe = build_probe_set(agent, int(config.seed)) if a.get("probe", True) and first < last else None
+    lengths = {e: episode_decisions(options, e, num_decisions) for e in range(first, last)}
+    train_data = parallel.replicate(task.device_data["train"], num_devices)
+    full_val = parallel.replicate(task.device_data["val"], num_devices)
+    probe = build_probe_set(agent, options.seed) if options.probe and first < last else None
     if probe is not None and not history["episodes"]:
         history["probe_initial"] = evaluate_probe(agent, state.ppo.params, probe)
     bar = tqdm(total=sum(n - 1 for n in lengths.values()), desc="decision steps", unit="step", disable=not progress)
@@ -282,22 +255,14 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
             bar.set_description(f"episode {episode + 1}/{total}")
             ep_key = jax.random.fold_in(base_key, episode)
             val_data = validation_subset(task.device_data["val"], jax.random.fold_in(ep_key, 2),
-                                         int(a.get("val_subsample", 0)))
-            if num_devices > 1:
-                val_data = full_val if val_data is task.device_data["val"] else parallel.replicate(val_data,
-                                                                                                   num_devices)
-            rollout = run_episode(agent, state.ppo.params, ep_key, int(a.num_envs), bar, num_devices=num_devices,
+                                         options.val_subsample)
+            val_data = full_val if val_data is task.device_data["val"] else parallel.replicate(val_data, num_devices)
+            rollout = run_episode(agent, state.ppo.params, ep_key, options.num_envs, bar, num_devices=num_devices,
                                   num_decisions=lengths[episode], data=(train_data, val_data),
-                                  group_size=int(a.get("group_size", 1)),
-                                  reward_scale=float(a.get("reward_scale", 1.0)))
-            update_key = jax.random.fold_in(ep_key, 1)
-            if num_devices == 1:
-                ppo_state, metrics = agent.ppo_update(update_key, state.ppo, rollout["trajectory"],
-                                                      rollout["last_value"])
-            else:
-                ppo_state, metrics = agent.ppo_update_on_devices(
-                    update_key, state.ppo, parallel.shard(rollout["trajectory"], num_devices, axis=1),
-                    None if rollout["last_value"] is None else parallel.shard(rollout["last_value"], num_devices))
+                                  group_size=options.group_size, reward_scale=options.reward_scale)
+            ppo_state, metrics = agent.ppo_update(jax.random.fold_in(ep_key, 1),
+                                                  parallel.replicate(state.ppo, num_devices), rollout["trajectory"],
+                                                  rollout["last_value"])
             check_finite_update(episode, metrics, ppo_state, ckpt_dir)  # a NaN agent is never saved
             state = state.replace(ppo=ppo_state, episode=jnp.asarray(episode + 1, jnp.int32))
             summary = episode_summary(episode, rollout, time.time() - start, agent.env.config.decision_interval)
@@ -307,7 +272,7 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
             history["episodes"].append(summary)
             writer.write(episode, {k: v for k, v in summary.items() if isinstance(v, int | float)})
             writer.flush()
-            if (episode + 1) % checkpoint_every == 0 or episode + 1 == last:
+            if (episode + 1) % options.checkpoint_every == 0 or episode + 1 == last:
                 history["agent_checkpoint"] = checkpoints.save(ckpt_dir, episode + 1, state, history,
                                                                    max_to_keep=keep)
             probe_note = (f"  probe spread {summary['probe_spread']:.3f} slope {summary['probe_slope']:+.4f}"

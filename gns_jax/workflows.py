@@ -1,5 +1,7 @@
-"""The agent modes of the command line: ``train_agent``, ``apply``, ``gns`` (the default: both, then a summary) and
-``quickstart`` (``gns``, then the config's fixed schedule from the same start, side by side)."""
+"""The modes of the command line that run targets and agents: ``train_target`` (the config's fixed schedule),
+``train_agent``, ``apply``, ``gns`` (the default: both, then a summary) and ``quickstart`` (``gns``, then the
+config's fixed schedule from the same start, side by side). Each reads the config once and passes frozen settings
+(``gns_jax.settings``) and one ``Task`` down."""
 
 from __future__ import annotations
 
@@ -11,17 +13,28 @@ import numpy as np
 from absl import logging
 
 from gns_jax import train as agent_training
+from gns_jax.agent import Agent
 from gns_jax.apply import deploy
+from gns_jax.checkpoints import load_agent_params
 from gns_jax.config import ConfigError, config_to_dict
-from gns_jax.plots import plot_lr_trajectories
+from gns_jax.controllers import Controller, ScheduleController, TrajectoryController
+from gns_jax.plots import plot_lr_trajectories, plot_schedule_comparison
+from gns_jax.settings import agent_settings, deploy_options, fixed_schedule
+from gns_jax.targets.build import build_task
 from gns_jax.targets.task import Task
+from gns_jax.workdir import read_json, write_json
 
 
 def _write(workdir: str, name: str, payload: dict) -> str:
     """Atomic strict JSON (non-finite numbers become null, listed under ``non_finite``)."""
-    from gns_jax.workdir import write_json
-
     return write_json(os.path.join(workdir, name), payload)
+
+
+def train_target(task: Task, config: ml_collections.ConfigDict, progress: bool = True) -> dict:
+    """``train_target``: the config's fixed schedule (``optimizer``, Eq. 7) for T steps from seed ``config.seed``,
+    through the run loop every method shares (``Controller.run``): the reference every scheduler is held to."""
+    controller = ScheduleController(fixed_schedule(config), str(config.optimizer.schedule))
+    return controller.run(task, int(config.steps), int(config.decision_interval), int(config.seed), progress=progress)
 
 
 def train_agent_mode(config: ml_collections.ConfigDict, workdir: str, task: Task | None = None) -> dict:
@@ -34,18 +47,15 @@ def train_agent_mode(config: ml_collections.ConfigDict, workdir: str, task: Task
 
 
 def apply_mode(config: ml_collections.ConfigDict, workdir: str, task: Task | None = None) -> dict:
-    from gns_jax.agent import Agent
-    from gns_jax.targets.build import build_task
-
     if not config.agent_checkpoint:
         raise ConfigError("apply needs --config.agent_checkpoint=PATH (the agent_checkpoint of a train_agent "
                           "results.json)")
-    agent = Agent(task or build_task(config), config)
-    params = agent_training.load_agent_params(config.agent_checkpoint, agent.init_params(jax_key(config.seed)))
+    agent = Agent(task or build_task(config), agent_settings(config))
+    params = load_agent_params(config.agent_checkpoint, agent.init_params(jax.random.key(config.seed)))
     if not all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params)):
         raise ConfigError(f"agent checkpoint {config.agent_checkpoint} holds non-finite parameters; deploy an "
                           "earlier checkpoint of that run")
-    results = deploy(agent, params, config)
+    results = deploy(agent, params, deploy_options(config))
     results.update(agent_checkpoint=config.agent_checkpoint, data_source=getattr(agent.task, "provenance", None),
                    config=config_to_dict(config))
     plot_lr_trajectories({"deployed": results["lr_trajectory"]}, config.decision_interval,
@@ -57,12 +67,6 @@ def apply_mode(config: ml_collections.ConfigDict, workdir: str, task: Task | Non
     return results
 
 
-def jax_key(seed: int):
-    import jax
-
-    return jax.random.key(seed)
-
-
 def run_method(config: ml_collections.ConfigDict, workdir: str, compare_schedule: bool = False) -> dict:
     """The whole method: train the agent (resuming), deploy it (§4.3), write the summary, print where things are.
 
@@ -72,8 +76,6 @@ def run_method(config: ml_collections.ConfigDict, workdir: str, compare_schedule
     initial weights and data order (same seed), and both runs' learning rates and validation curves go into one
     plot, ``DIR/comparison.png``.
     """
-    from gns_jax.targets.build import build_task
-
     task = build_task(config)
     agent_dir = os.path.join(workdir, "agent")
     apply_dir = os.path.join(workdir, "apply")
@@ -109,8 +111,6 @@ def run_method(config: ml_collections.ConfigDict, workdir: str, compare_schedule
 
 def _finished(apply_dir: str, agent_checkpoint: str) -> dict | None:
     """The deployment results already in ``apply_dir`` for this agent checkpoint, or None."""
-    from gns_jax.workdir import read_json
-
     previous = read_json(os.path.join(apply_dir, "results.json"))
     if previous and previous.get("agent_checkpoint") == agent_checkpoint and "lr_trajectory" in previous:
         return previous
@@ -135,65 +135,44 @@ def curve_points(num_decisions: int, points: int = 20) -> int:
     return max(1, -(-num_decisions // points))
 
 
-def run_with_curve(task: Task, config: ml_collections.ConfigDict, schedule=None,
-                   lr_trajectory: list[float] | None = None, points: int = 20) -> dict:
-    """One target run of T = ``config.steps`` steps with its validation curve.
+def run_with_curve(task: Task, config: ml_collections.ConfigDict, controller: Controller, points: int = 20) -> dict:
+    """One target run of T = ``config.steps`` steps with its validation curve, through ``Controller.run``.
 
     The run starts from ``Task.init(jax.random.key(config.seed), lr)`` (the initial weights and data order of every
-    run with this seed, GNS deployments included) and is driven either by a per-step ``schedule`` (Eq. 7, evaluated
-    inside the K-step scan) or by ``lr_trajectory``, the learning rate of every decision interval (a deployment's
-    record: replaying it retraces that deployment). The validation split is evaluated every few decision intervals
-    (``curve_points``) and at the end.
+    run with this seed, GNS deployments included) and is driven by ``controller``: a ``ScheduleController`` (Eq. 7,
+    evaluated inside the K-step scan) or a ``TrajectoryController`` holding a deployment's learning rate of every
+    decision interval (replaying it retraces that deployment). The validation split is evaluated every few decision
+    intervals (``curve_points``) and at the end.
     """
-    from gns_jax.targets.task import set_learning_rate
-
-    if (schedule is None) == (lr_trajectory is None):
-        raise ValueError("run_with_curve needs a schedule or an lr_trajectory")
     total, k = int(config.steps), int(config.decision_interval)
     starts = list(range(0, total, k))
-    every = curve_points(len(starts), points)
-    lr_at = (lambda d: float(schedule(starts[d]))) if schedule is not None else (
-        lambda d: float(lr_trajectory[min(d, len(lr_trajectory) - 1)]))
-    state = task.init(jax.random.key(config.seed), lr_at(0))
-    val_steps, val_curve, lrs = [], [], []
-    for d, start in enumerate(starts):
-        if lr_trajectory is not None:
-            state = state.replace(opt_state=set_learning_rate(state.opt_state, lr_at(d)))
-        lrs.append(lr_at(d))
-        n = min(k, total - start)
-        state, _ = task.train_steps(state, n, schedule)
-        if (d + 1) % every == 0 or d + 1 == len(starts):
-            val_steps.append(start + n)
-            val_curve.append(float(task.evaluate(state, "val")["metric"]))
-    if schedule is not None:  # the schedule itself, finely sampled for the plot
+    run = controller.run(task, total, k, int(config.seed), curve_every=curve_points(len(starts), points))
+    per_step = isinstance(controller, ScheduleController)
+    if per_step:  # the schedule itself, finely sampled for the plot
         lr_steps = np.linspace(0, total, min(total, 200) + 1).round().astype(np.int32)
-        lr_curve = [float(x) for x in jax.vmap(schedule)(lr_steps)]
+        lr_curve = [float(x) for x in jax.vmap(controller.schedule)(lr_steps)]
     else:
-        lr_steps, lr_curve = starts + [total], lrs + lrs[-1:]
-    return {"val_metric": val_curve[-1], "test_metric": float(task.evaluate(state, "test")["metric"]),
-            "metric_name": task.metric_name, "steps": int(state.step), "val_steps": val_steps, "val_curve": val_curve,
-            "lr_steps": [int(s) for s in lr_steps], "lr_curve": lr_curve, "lr_per_step": schedule is not None}
+        lr_steps, lr_curve = starts + [total], run["lr_trajectory"] + run["lr_trajectory"][-1:]
+    return {"val_metric": run["val_curve"][-1], "test_metric": run["test_metric"], "metric_name": task.metric_name,
+            "steps": run["steps"], "val_steps": run["val_steps"], "val_curve": run["val_curve"],
+            "lr_steps": [int(s) for s in lr_steps], "lr_curve": lr_curve, "lr_per_step": per_step}
 
 
 def compare_with_schedule(config: ml_collections.ConfigDict, workdir: str, task: Task, deployed: dict,
                           agent_checkpoint: str) -> dict:
     """The config's fixed schedule and the deployed agent from the same start, with validation curves (cached)."""
-    from gns_jax.plots import plot_schedule_comparison
-    from gns_jax.targets.run import fixed_schedule
-    from gns_jax.workdir import read_json
-
     path = os.path.join(workdir, "comparison.json")
     previous = read_json(path)
     if previous and previous.get("agent_checkpoint") == agent_checkpoint:
         return previous
     o = config.optimizer
     label = f"{o.schedule} (Eq. 7)" if o.schedule != "constant" else "constant"
-    baseline = run_with_curve(task, config, schedule=fixed_schedule(config))
+    baseline = run_with_curve(task, config, ScheduleController(fixed_schedule(config), o.schedule))
     baseline.update(label=label, hparams={"alpha_max": float(o.learning_rate), "mu": float(o.mu),
                                           "eta1": float(o.eta1), "eta2": float(o.eta2)})
     # The deployment's validation curve: its learning rates replayed from the same start (deploy validates only
     # at the end); its final validation value matches the deployment's up to floating-point summation order.
-    replay = run_with_curve(task, config, lr_trajectory=deployed["lr_trajectory"])
+    replay = run_with_curve(task, config, TrajectoryController(deployed["lr_trajectory"], "replay"))
     gns_run = dict(replay, label="GNS (deployed)", test_metric=deployed["test_metric"],
                    val_metric=deployed["val_metric"], replay_test_metric=replay["test_metric"],
                    replay_val_metric=replay["val_metric"], initial_lr=deployed["initial_lr"],

@@ -16,9 +16,9 @@ from conftest import tiny_mlp_config
 
 from gns_jax import checkpoints
 from gns_jax.agent import Agent
-from gns_jax.apply import LearnedScheduler, deploy
+from gns_jax.apply import AgentController, LearnedScheduler, deploy
 from gns_jax.config import base_config
-from gns_jax.controllers import AgentController
+from gns_jax.settings import agent_settings, deploy_options
 from gns_jax.targets.build import build_task
 from gns_jax.targets.task import get_learning_rate, set_learning_rate
 from gns_jax.train import run_episode, train_agent
@@ -37,7 +37,7 @@ def loop_config(data_dir, cache_dir, **agent):
 def loop(tiny_fashion_mnist, cache_dir):
     config = loop_config(tiny_fashion_mnist, cache_dir)
     task = build_task(config)
-    agent = Agent(task, config)
+    agent = Agent(task, agent_settings(config))
     return config, task, agent, agent.init_params(jax.random.key(3))
 
 
@@ -201,12 +201,13 @@ def test_deploy_picks_the_initial_lr_by_the_real_critic(loop):
     values = np.asarray(values)
     assert np.ptp(values) > 1e-4  # the candidates are told apart
     for p, v in ((params, values), (negate_critic(params), -values)):
-        out = deploy(agent, p, config)
+        out = deploy(agent, p, deploy_options(config))
         np.testing.assert_allclose(out["candidate_lrs"], lrs, rtol=1e-6)
         np.testing.assert_allclose(out["candidate_values"], v, rtol=1e-4, atol=1e-5)
         best = int(np.argmax(v))
         assert out["initial_lr"] == pytest.approx(lrs[best], rel=1e-6)
-        replay = AgentController(agent, p, config, initial_lr=float(lrs[best])).run(task, T, K, config.seed)
+        replay = AgentController(agent, p, deploy_options(config), initial_lr=float(lrs[best])).run(
+            task, T, K, config.seed)
         np.testing.assert_allclose(out["lr_trajectory"], replay["lr_trajectory"], rtol=1e-5)
         assert out["val_metric"] == pytest.approx(replay["val_metric"], abs=1e-6)
     assert int(np.argmax(values)) != int(np.argmax(-values))
@@ -227,7 +228,7 @@ def test_deploy_selection_by_metric_picks_the_best_validation_at_t_pre(loop):
         new_lr = scheduler(s.params, s.grads, stats.mean_loss, float(lr), progress=0.0)
         s, _ = task.train_steps(s.replace(opt_state=set_learning_rate(s.opt_state, new_lr)), K)
         metrics.append(float(task.evaluate(s, "val")["metric"]))
-    out = deploy(agent, params, config)
+    out = deploy(agent, params, deploy_options(config))
     np.testing.assert_allclose(out["candidate_metrics"], metrics, atol=1e-6)
     assert out["deploy_selection"] == "metric"
     assert out["initial_lr"] == pytest.approx(lrs[int(np.argmax(metrics))], rel=1e-6)
@@ -258,7 +259,7 @@ def test_resume_between_sparse_checkpoints_with_truncated_episodes_and_val_subsa
     strip = lambda out: [{k: v for k, v in e.items() if k != "wall_seconds"} for e in out["results"]["episodes"]]
     assert strip(resumed) == strip(straight)
     # Not vacuous: training moved the agent, and the episodes differ.
-    init = Agent(task, config).init_params(jax.random.fold_in(jax.random.key(config.seed), 10**6))
+    init = Agent(task, agent_settings(config)).init_params(jax.random.fold_in(jax.random.key(config.seed), 10**6))
     assert any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(straight["state"].ppo.params),
                                                      jax.tree.leaves(init), strict=True))
     assert len({e["return"] for e in strip(straight)}) == 3
@@ -277,7 +278,7 @@ def test_app_d_settings_reach_the_agent(loop):
     for field in ("encoder_hidden", "encoder_layers", "head_hidden", "gamma", "gae_lambda", "clip_eps", "ent_coef",
                   "actor_lr", "critic_lr", "action_scale", "validation_prob"):
         cfg.agent[field] = a[field]
-    agent = Agent(task, cfg)
+    agent = Agent(task, agent_settings(cfg))
     ppo = agent.ppo
     assert (ppo.gamma, ppo.gae_lambda, ppo.clip_eps, ppo.ent_coef, ppo.actor_lr, ppo.critic_lr) == (
         0.99, 0.95, 0.2, 0.01, 1e-3, 5e-3)

@@ -14,6 +14,7 @@ from gns_jax.agent import Agent
 from gns_jax.graph import FEATURE_NAMES
 from gns_jax.ppo import PPOConfig, Transition, center_within_groups, make_batch
 from gns_jax.probe import ProbeSet, build_probe_set, probe_metrics
+from gns_jax.settings import agent_settings
 from gns_jax.targets.build import build_task
 from gns_jax.train import run_episode, train_agent
 
@@ -59,7 +60,7 @@ def _agent(task, config, **agent):
     config = config.copy_and_resolve_references()
     for k, v in agent.items():
         config.agent[k] = v
-    return Agent(task, config), config
+    return Agent(task, agent_settings(config)), config
 
 
 def test_groups_share_initial_state_and_lr_but_not_actions(task_and_config):

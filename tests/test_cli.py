@@ -51,9 +51,9 @@ def test_mlp_configs_pin_the_paper_settings(name):
     if name == "fashion_mnist_mlp":
         assert (config.steps, config.decision_interval) == (78_200, 500)  # Table 7
         assert config.agent.episodes == 30 and config.optimizer.learning_rate == 1e-3
-    else:  # short episodes: T = 4000, K = 200 (20 decision points), 8 episodes, 4 candidates after 2 K
-        assert (config.steps, config.decision_interval, config.agent.episodes) == (4_000, 200, 8)
-        assert (config.agent.deploy_candidates, config.agent.deploy_pre_decisions) == (4, 2)
+    else:  # short episodes: T = 2000, K = 100 (20 decision points), 6 episodes, 3 candidates after 2 K
+        assert (config.steps, config.decision_interval, config.agent.episodes) == (2_000, 100, 6)
+        assert (config.agent.deploy_candidates, config.agent.deploy_pre_decisions) == (3, 2)
 
 
 def tiny_config(data_dir, cache_dir):
@@ -208,7 +208,7 @@ def test_quickstart_config_compares_with_the_tuned_cosine_of_table_20():
 
 def test_quickstart_runs_gns_and_the_schedule_from_the_same_start(tiny_fashion_mnist, cache_dir, tmp_path, capsys):
     from gns_jax.targets.build import build_task
-    from gns_jax.targets.run import train_with_schedule
+    from gns_jax.workflows import train_target
 
     config = tiny_mlp_config(tiny_fashion_mnist, cache_dir, steps=60, decision_interval=20, episodes=1,
                              deploy_candidates=2, probe=False)
@@ -232,6 +232,6 @@ def test_quickstart_runs_gns_and_the_schedule_from_the_same_start(tiny_fashion_m
     assert gns["replay_val_metric"] == pytest.approx(gns["val_metric"], abs=0.02)
     assert gns["replay_test_metric"] == pytest.approx(gns["test_metric"], abs=0.02)
     # ... and the cosine run is train_target's run with this seed: the same initial weights and data order.
-    reference = train_with_schedule(build_task(config), config, progress=False)
+    reference = train_target(build_task(config), config, progress=False)
     assert cosine["test_metric"] == pytest.approx(reference["test_metric"], abs=1e-6)
     assert cosine["val_metric"] == pytest.approx(reference["val_metric"], abs=1e-6)

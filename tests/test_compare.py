@@ -13,9 +13,10 @@ from conftest import REPO, SHARED_GLUE, tiny_mlp_config
 
 from gns_jax import compare as cmp
 from gns_jax.agent import Agent
+from gns_jax.apply import AgentController
 from gns_jax.config import ConfigError, base_config
-from gns_jax.controllers import AgentController
 from gns_jax.report import LABELS, describe_setting, write_report
+from gns_jax.settings import agent_settings, deploy_options, training_options
 from gns_jax.targets.build import build_task
 
 T, K = 40, 10
@@ -68,9 +69,10 @@ def test_every_method_runs(setup, name):
     config, task = setup
     if name in cmp.AGENT_METHODS:
         cfg = cmp.agent_method_config(name, config)
-        agent = Agent(task, cfg)
+        agent = Agent(task, agent_settings(cfg))
         # The policy path (an untrained agent from a fixed initial LR); training + deployment: the end-to-end test.
-        controller = AgentController(agent, agent.init_params(jax.random.key(0)), cfg, initial_lr=1e-3, name=name)
+        controller = AgentController(agent, agent.init_params(jax.random.key(0)), deploy_options(cfg), initial_lr=1e-3,
+                                     name=name)
     elif name == "cmaes":
         controller = cmp.controller_for(name, cmp.Box.from_config(config.compare.cma).hparams([0.5] * 3), config)
     else:
@@ -347,7 +349,7 @@ def test_best_validation_agent_selection(setup, tmp_path):
     assert checkpoints.all_steps(ckpt_dir) == [0, 1, 2, 3]
     agent_cfg = cmp.agent_method_config("gns", cfg)
     out = train_agent(agent_cfg, agent_dir, task=task, progress=False)  # all done: restores the last episode
-    initial = initial_agent_state(out["agent"], agent_cfg)
+    initial = initial_agent_state(out["agent"], training_options(agent_cfg))
     step0, _, _ = checkpoints.restore(ckpt_dir, out["state"], step=0)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(step0.ppo.params),
                                                     jax.tree.leaves(initial.ppo.params), strict=True))

@@ -12,13 +12,11 @@ from gns_jax.controllers import (
     ScheduleController,
     hypergradient_controller,
     lr_free_controller,
-    set_hyperparams,
     task_for,
 )
 from gns_jax.schedules import Eq7Schedule
 from gns_jax.targets.build import build_task
-from gns_jax.targets.run import train_with_schedule
-from gns_jax.targets.task import get_learning_rate, set_learning_rate
+from gns_jax.targets.task import get_learning_rate, set_hyperparams, set_learning_rate
 
 T, K = 40, 10
 
@@ -33,13 +31,17 @@ def setup(tiny_fashion_mnist, cache_dir):
     return config, build_task(config)
 
 
-def test_schedule_controller_is_train_with_schedule(setup):
+def test_schedule_controller_is_the_plain_task_loop(setup):
+    """The run loop every method shares = Task.init + K-step train_steps under the schedule, by hand."""
     config, task = setup
     schedule = Eq7Schedule.from_hparams("cosine", T, alpha_max=1e-2, mu=0.1, eta1=0.1)
     ours = ScheduleController(schedule, "cosine").run(task, T, K, seed=config.seed)
-    ref = train_with_schedule(task, config, schedule, progress=False)
-    assert ours["val_metric"] == ref["val_metric"] and ours["test_metric"] == ref["test_metric"]
-    np.testing.assert_allclose(ours["lr_trajectory"], ref["lr_trajectory"])
+    state = task.init(jax.random.key(config.seed), schedule(0))
+    for start in range(0, T, K):
+        state, _ = task.train_steps(state, min(K, T - start), schedule)
+    assert ours["val_metric"] == float(task.evaluate(state, "val")["metric"])
+    assert ours["test_metric"] == float(task.evaluate(state, "test")["metric"])
+    np.testing.assert_allclose(ours["lr_trajectory"], [float(schedule(s)) for s in range(0, T, K)])
     assert ours["lr_trajectory"][0] == 0.0 and not ours["diverged"] and ours["steps"] == T
 
 

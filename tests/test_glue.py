@@ -14,7 +14,7 @@ import pytest
 
 from gns_jax.data.glue import TASKS, load_glue, validation_size
 from gns_jax.data.images import DataNotFoundError
-from gns_jax.metrics import metric_for_task
+from gns_jax.targets.metrics import metric_for_task
 from gns_jax.targets.transformer import EncoderConfig, TransformerClassifier, glue_loss, init_params
 
 WORDS = [

@@ -1,4 +1,4 @@
-"""GLUE fine-tuning through the CLI modes: train_target and train_agent on configs/glue_*.py."""
+"""GLUE fine-tuning through the CLI modes: train_target and train_agent on configs/glue.py:<task>."""
 
 import os
 
@@ -10,17 +10,19 @@ from test_glue import SPECIALS, WORDS, word_tokenizer_dir, write_glue_tsvs  # no
 
 from gns_jax import main as cli
 from gns_jax import workflows
-from gns_jax.config import ConfigError
+from gns_jax.config import AGENT_PRESETS, DEFAULT_AGENT_PRESET, ConfigError
 from gns_jax.targets.glue_task import minilm_dir
 from gns_jax.targets.hf_checkpoint import save_hf_checkpoint
 from gns_jax.targets.task import set_learning_rate
 from gns_jax.targets.transformer import EncoderConfig, TransformerClassifier, init_params
 
 
-def load_config(name):
+def load_config(config_string):
+    """``configs/glue.py`` with its config string (``--config=configs/glue.py:rte``)."""
     from ml_collections import config_flags
 
-    return config_flags.config_flags._LoadConfigModule(name, os.path.join(REPO, "configs", f"{name}.py")).get_config()
+    module = config_flags.config_flags._LoadConfigModule("glue", os.path.join(REPO, "configs", "glue.py"))
+    return module.get_config(config_string)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def glue_dir(tmp_path_factory):
 
 
 def tiny_glue_config(task, glue_dir, checkpoint):
-    config = load_config(f"glue_{task}")
+    config = load_config(task)
     config.data.data_dir = glue_dir
     config.data.max_length = 16
     config.model.checkpoint = checkpoint
@@ -54,12 +56,21 @@ def tiny_glue_config(task, glue_dir, checkpoint):
 
 @pytest.mark.parametrize("name", ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"])
 def test_glue_configs_follow_table_8(name):
-    config = load_config(f"glue_{name}")
+    config = load_config(name)
     table8 = {"cola": (16, 2680, 10), "sst2": (32, 10525, 100), "mrpc": (32, 575, 10), "qqp": (32, 56855, 1000),
               "stsb": (16, 1800, 10), "mnli": (32, 61360, 1000), "qnli": (32, 16370, 100), "rte": (16, 1560, 10)}
     assert (config.batch_size, config.steps, config.decision_interval) == table8[name]
     assert config.optimizer.name == "adamw" and config.optimizer.weight_decay == 0.1
     assert config.model.name == "transformer" and config.model.size == "base"
+
+
+def test_glue_config_string_takes_the_task_and_an_agent_preset():
+    paper = load_config("rte,paper")
+    assert paper.data.name == "glue/rte" and paper.agent.num_envs == AGENT_PRESETS["paper"]["num_envs"]
+    assert load_config("rte").agent.group_size == AGENT_PRESETS[DEFAULT_AGENT_PRESET]["group_size"]
+    for bad in ("", "rtee", "rte,papr"):
+        with pytest.raises(ConfigError, match="GLUE task|agent preset"):
+            load_config(bad)
 
 
 @pytest.mark.parametrize("task,metric", [("rte", "accuracy"), ("stsb", "pearson"), ("cola", "matthews")])
@@ -116,7 +127,7 @@ def test_missing_checkpoint_dir_is_a_config_error(glue_dir, tmp_path):
 def test_minilm_fine_tunes_on_real_sst2(tmp_path):
     """The offline MiniLM fine-tuned for 40 steps on real SST-2 learns: its validation loss falls below that of the
     pretrained encoder with a fresh head, and its accuracy beats the majority class."""
-    config = load_config("glue_sst2")
+    config = load_config("sst2")
     config.data.data_dir = SHARED_GLUE
     config.data.max_length = 64
     config.data.val_size = 500

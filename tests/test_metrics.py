@@ -1,4 +1,4 @@
-"""Tests of gns_jax.metrics against scipy.stats and hand-computed cases, eager and under jit, with masks."""
+"""Tests of gns_jax.targets.metrics against scipy.stats and hand-computed cases, eager and under jit, with masks."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gns_jax import metrics
+from gns_jax.targets import metrics
 
 
 def test_accuracy_and_accuracy_from_logits():

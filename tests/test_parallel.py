@@ -1,5 +1,6 @@
-"""Parallel episodes: vmapped environments equal sequential runs, two devices equal one, side-by-side targets."""
+"""Parallel episodes: vmapped environments equal sequential runs, two devices equal one; side-by-side targets."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 from conftest import tiny_mlp_config
 
-from gns_jax import parallel
+from gns_jax import parallel, side_by_side
 from gns_jax.agent import Agent
 from gns_jax.schedules import Eq7Schedule
+from gns_jax.settings import agent_settings, training_options
 from gns_jax.targets.build import build_task
 from gns_jax.train import episode_decisions, validation_subset
 
@@ -28,7 +30,7 @@ def small_config(data_dir, cache_dir, **agent):
 def setup(tiny_fashion_mnist, cache_dir):
     config = small_config(tiny_fashion_mnist, cache_dir)
     task = build_task(config)
-    agent = Agent(task, config)
+    agent = Agent(task, agent_settings(config))
     return config, task, agent, agent.init_params(jax.random.key(3))
 
 
@@ -78,7 +80,7 @@ def test_side_by_side_matches_separate_runs(setup):
                  Eq7Schedule.constant(3e-3)]
     keys = jax.random.split(jax.random.key(7), len(schedules))
     # Groups of two: one vmapped pair, then the third run padded to a pair (same compiled program).
-    result = parallel.train_side_by_side(task, keys, 20, parallel.stack(schedules), chunk=10, eval_group=2,
+    result = side_by_side.train_side_by_side(task, keys, 20, parallel.stack(schedules), chunk=10, eval_group=2,
                                          group_size=2)
     assert result.mean_losses.shape == (3, 2) and bool(jnp.all(result.finite))
     for m, schedule in enumerate(schedules):
@@ -112,16 +114,10 @@ def test_follow_policy_matches_deterministic_decision_steps(setup):
 
 def test_episode_options_and_layout_helpers(setup):
     config, task, _, _ = setup
-    a = config.agent
-    with config.unlocked():
-        a.truncated_episodes, a.truncated_fraction = 2, 0.25
-    try:
-        assert [episode_decisions(a, e, 20) for e in range(4)] == [5, 5, 20, 20]
-        assert episode_decisions(a, 0, 4) == 2  # at least one action
-    finally:
-        with config.unlocked():
-            a.truncated_episodes = 0
-    assert episode_decisions(a, 0, 20) == 20
+    options = dataclasses.replace(training_options(config), truncated_episodes=2, truncated_fraction=0.25)
+    assert [episode_decisions(options, e, 20) for e in range(4)] == [5, 5, 20, 20]
+    assert episode_decisions(options, 0, 4) == 2  # at least one action
+    assert episode_decisions(training_options(config), 0, 20) == 20
     val = task.device_data["val"]
     subset = validation_subset(val, jax.random.key(0), 30)
     assert subset["label"].shape == (30,)
@@ -130,11 +126,11 @@ def test_episode_options_and_layout_helpers(setup):
     with pytest.raises(ValueError, match="devices"):
         parallel.resolve_num_devices(jax.local_device_count() + 1)
     x = {"a": jnp.arange(12).reshape(6, 2), "k": jax.random.split(jax.random.key(0), 6)}
-    sharded = parallel.shard(x, 2)
-    assert sharded["a"].shape == (2, 3, 2) and sharded["k"].shape == (2, 3)
-    assert_trees_close(jax.random.key_data(parallel.unshard(sharded)["k"]), jax.random.key_data(x["k"]))
-    with pytest.raises(ValueError, match="split"):
-        parallel.shard(x, 4)
+    placed = parallel.split_envs(x, 1)  # the environment axis over a one-device mesh: same values, same shapes
+    assert placed["a"].shape == (6, 2) and placed["k"].shape == (6,)
+    assert placed["a"].sharding.spec == jax.sharding.PartitionSpec(parallel.DEVICE_AXIS)
+    assert_trees_close(jax.random.key_data(placed["k"]), jax.random.key_data(x["k"]))
+    assert parallel.replicate(x, 1)["a"].sharding.is_fully_replicated
 
 
 TWO_DEVICES = textwrap.dedent(
@@ -143,7 +139,7 @@ TWO_DEVICES = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     sys.path.insert(0, os.environ["TESTS_DIR"])
     from test_parallel import small_config
-    from gns_jax import parallel
+    from gns_jax import parallel, side_by_side
     from gns_jax.schedules import Eq7Schedule
     from gns_jax.targets.build import build_task
     from gns_jax.train import train_agent
@@ -172,8 +168,8 @@ TWO_DEVICES = textwrap.dedent(
     # Side-by-side target runs split over the devices (3 runs: one padded) = on one device.
     schedules = parallel.stack([Eq7Schedule.from_hparams("polynomial", 20, lr) for lr in (1e-2, 3e-3, 1e-3)])
     keys = jax.random.split(jax.random.key(1), 3)
-    one = parallel.train_side_by_side(task, keys, 20, schedules, chunk=10)
-    two = parallel.train_side_by_side(task, keys, 20, schedules, chunk=10, num_devices=2)
+    one = side_by_side.train_side_by_side(task, keys, 20, schedules, chunk=10)
+    two = side_by_side.train_side_by_side(task, keys, 20, schedules, chunk=10, num_devices=2)
     for a, b in zip(jax.tree.leaves((two.state.params, two.mean_losses, two.metrics)),
                     jax.tree.leaves((one.state.params, one.mean_losses, one.metrics)), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)

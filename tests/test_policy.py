@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gns_jax.policy import ActorCritic, ActorHead, CriticHead, lr_update, select_action
+from gns_jax.policy import ActorCritic, ActorHead, CriticHead, decide, lr_update, select_action
 
 
 def _init(model, obs):
@@ -109,6 +109,23 @@ def test_lr_update_multiplicative_and_clipped():
     for _ in range(10):
         lr_k = lr_update(lr_k, 0.05, 1e-5, 1.0)
     np.testing.assert_allclose(lr_k, 1e-3 * 1.05**10, rtol=1e-5)
+
+
+def test_decide_is_eq4_on_the_policy_of_the_observation():
+    """decide: observation, agent parameters, alpha -> clip(alpha (1 + a)) with a = mu(s) or a ~ pi, and V(s)."""
+    model = ActorCritic(encoder=nn.Dense(4), sigma=0.05)
+    obs = jnp.linspace(-1.0, 1.0, 3)
+    params = _init(model, obs)
+    dist, value = model.apply(params, obs)
+    mean = decide(model.apply, params, obs, 1e-3, 1e-5, 1.0)
+    np.testing.assert_allclose(mean.learning_rate, 1e-3 * (1.0 + dist.loc), rtol=1e-6)
+    np.testing.assert_allclose(mean.value, value)
+    assert float(mean.action) == float(dist.loc)
+    sampled = decide(model.apply, params, obs, 1e-3, 1e-5, 1.0, jax.random.key(1), deterministic=False)
+    np.testing.assert_allclose(sampled.learning_rate, lr_update(1e-3, sampled.action, 1e-5, 1.0), rtol=1e-6)
+    np.testing.assert_allclose(sampled.log_prob, dist.log_prob(sampled.action), rtol=1e-6)
+    assert float(sampled.action) != float(dist.loc)
+    assert float(decide(model.apply, params, obs, 1.0, 1e-5, 2e-3).learning_rate) == pytest.approx(2e-3)  # clipped
 
 
 def test_critic_head_scalar_value():

@@ -30,6 +30,7 @@ from gns_jax import main as cli
 from gns_jax import workdir as workdirs
 from gns_jax.compare import compare_config
 from gns_jax.config import FIELD_BY_PATH, FIELDS, ConfigError, _interval, base_config, validate_config
+from gns_jax.settings import agent_settings, training_options
 
 
 def tiny(data_dir, cache_dir, **agent):
@@ -477,7 +478,7 @@ def _like(config):
     from gns_jax.targets.build import build_task
     from gns_jax.train import initial_agent_state
 
-    return initial_agent_state(Agent(build_task(config), config), config)
+    return initial_agent_state(Agent(build_task(config), agent_settings(config)), training_options(config))
 
 
 def test_divergence_before_the_first_action_is_penalized():

@@ -15,6 +15,7 @@ import gns_jax
 from gns_jax import checkpoints
 from gns_jax.agent import Agent
 from gns_jax.scheduled import ScheduledState, TrainedPolicy, current_learning_rate
+from gns_jax.settings import agent_settings
 from gns_jax.targets.build import build_task
 from gns_jax.targets.task import batch_indices
 
@@ -35,7 +36,7 @@ def decisive(agent_params):
 def make_setup(data_dir, cache_dir, **agent_options):
     config = tiny_mlp_config(data_dir, cache_dir, steps=T, decision_interval=K, **agent_options)
     task = build_task(config)
-    agent = Agent(task, config)
+    agent = Agent(task, agent_settings(config))
     agent_params = decisive(agent.init_params(jax.random.key(1)))
     return task, agent, agent_params, gns_jax.scheduled(optax.adam, agent, agent_params, learning_rate=LR0)
 
@@ -117,9 +118,10 @@ def test_same_learning_rates_as_deployment(tiny_fashion_mnist, cache_dir, setup,
     assert_trees_close(params, reference.params)
 
 
-def test_trained_policy_bundle_and_horizon(setup, tmp_path):
+def test_trained_policy_bundle_and_horizon(setup, tmp_path, tiny_fashion_mnist, cache_dir):
     """A ``TrainedPolicy`` from (Agent, params) or from a train_agent checkpoint; ``total_steps`` sets N."""
     task, agent, agent_params, _ = setup
+    config = tiny_mlp_config(tiny_fashion_mnist, cache_dir, steps=T, decision_interval=K)  # the setup's config
     _, (params, key, data_key) = start(task)
     policy = TrainedPolicy.from_agent(agent, agent_params)
     cfg = agent.env.config
@@ -127,7 +129,7 @@ def test_trained_policy_bundle_and_horizon(setup, tmp_path):
         K, T // K, cfg.lr_min, cfg.lr_max)
     # train_agent saves the agent under ("ppo", "params") of its state, one directory per episode.
     checkpoints.save(str(tmp_path / "checkpoints"), 3, {"ppo": {"params": agent_params}}, {"episodes": []})
-    loaded = TrainedPolicy.from_checkpoint(agent.config, str(tmp_path / "checkpoints"), task)
+    loaded = TrainedPolicy.from_checkpoint(config, str(tmp_path / "checkpoints"), task)
     assert loaded.num_decisions == T // K
     for x, y in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(agent_params), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

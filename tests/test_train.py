@@ -12,6 +12,7 @@ from conftest import tiny_mlp_config
 from gns_jax import checkpoints, workflows
 from gns_jax.agent import Agent
 from gns_jax.apply import LearnedScheduler, deploy, select_initial_lr
+from gns_jax.settings import agent_settings, deploy_options
 from gns_jax.targets.build import build_task
 from gns_jax.train import train_agent
 
@@ -77,14 +78,14 @@ def test_select_initial_lr_takes_largest_value():
 
 def test_deploy_keeps_the_candidate_of_largest_value(setup):
     config, task = setup
-    agent = Agent(task, config)
+    agent = Agent(task, agent_settings(config))
     params = agent.init_params(jax.random.key(0))
     # A stub critic that prefers the candidate whose observation has the largest global LR feature (index 6).
     stub = lambda obs: obs.nodes[:, 0, 6]
-    result = deploy(agent, params, config, value_fn=stub)
+    result = deploy(agent, params, deploy_options(config), value_fn=stub)
     assert result["initial_lr"] == pytest.approx(max(result["candidate_lrs"]), rel=1e-5)
     stub_min = lambda obs: -obs.nodes[:, 0, 6]
-    result = deploy(agent, params, config, value_fn=stub_min)
+    result = deploy(agent, params, deploy_options(config), value_fn=stub_min)
     assert result["initial_lr"] == pytest.approx(min(result["candidate_lrs"]), rel=1e-5)
     assert len(result["lr_trajectory"]) == 5 and result["steps"] == 50
     assert np.isfinite(result["test_metric"])
@@ -135,12 +136,12 @@ def test_deploy_runs_all_T_steps_paired_with_a_baseline_of_the_same_seed(setup):
     config = config.copy_and_resolve_references()
     config.steps = 55  # N = 5 decision intervals of K = 10, then 5 more steps
     config.seed = 3
-    agent = Agent(task, config)
+    agent = Agent(task, agent_settings(config))
     params = agent.init_params(jax.random.key(0))
     head = params["params"]["actor"]["m_f"]
     last = sorted(head)[-1]  # the output Dense of m_f: zero it, so mu = 0.1 tanh(0) = 0
     head[last] = jax.tree.map(jnp.zeros_like, head[last])
-    result = deploy(agent, params, config, value_fn=lambda obs: -obs.nodes[:, 0, 6])
+    result = deploy(agent, params, deploy_options(config), value_fn=lambda obs: -obs.nodes[:, 0, 6])
     assert result["steps"] == 55
     assert result["lr_trajectory"] == pytest.approx([result["initial_lr"]] * 6, rel=1e-6)  # the tail's LR too
     baseline = ScheduleController(Eq7Schedule.constant(result["initial_lr"])).run(task, 55, 10, seed=3)

@@ -16,6 +16,7 @@ from test_train import tiny_agent_config
 from gns_jax import checkpoints
 from gns_jax.agent import Agent
 from gns_jax.checkpoints import CheckpointError
+from gns_jax.settings import agent_settings, training_options
 from gns_jax.targets.build import build_task
 from gns_jax.train import initial_agent_state, load_agent_params, train_agent
 
@@ -35,10 +36,10 @@ def test_agent_fine_tunes_on_a_deeper_target(tiny_fashion_mnist, cache_dir, tmp_
     target = tiny_agent_config(tiny_fashion_mnist, cache_dir, episodes=1, init_checkpoint=source_ckpt)
     target.model.hidden = (24, 16, 8)
     task = build_task(target)
-    agent = Agent(task, target)
-    assert agent.structure.num_nodes != Agent(build_task(source), source).structure.num_nodes
+    agent = Agent(task, agent_settings(target))
+    assert agent.structure.num_nodes != Agent(build_task(source), agent_settings(source)).structure.num_nodes
 
-    start = initial_agent_state(agent, target)
+    start = initial_agent_state(agent, training_options(target))
     assert leaves_equal(start.ppo.params, source_params)  # starts from the source agent, not a fresh init
     assert int(start.episode) == 0  # a new run: episodes and PPO moments start afresh
 
@@ -65,10 +66,11 @@ def test_resnet_agent_runs_on_vgg(cache_dir, tmp_path):
 
     resnet = cifar_config("resnet", depth=18, width=0.0625)
     vgg = cifar_config("vgg", width=0.0625)
-    resnet_agent, vgg_agent = Agent(build_task(resnet), resnet), Agent(build_task(vgg), vgg)
+    resnet_agent = Agent(build_task(resnet), agent_settings(resnet))
+    vgg_agent = Agent(build_task(vgg), agent_settings(vgg))
     assert resnet_agent.structure.num_blocks != vgg_agent.structure.num_blocks
 
-    state = initial_agent_state(resnet_agent, resnet)
+    state = initial_agent_state(resnet_agent, training_options(resnet))
     path = checkpoints.save(str(tmp_path / "resnet_agent"), 1, state, {"episodes": []})
     params = load_agent_params(path, vgg_agent.init_params(jax.random.key(5)))
     assert leaves_equal(params, state.ppo.params)
@@ -82,9 +84,10 @@ def test_resnet_agent_runs_on_vgg(cache_dir, tmp_path):
 
 def test_init_checkpoint_of_another_agent_shape_is_a_clear_error(tiny_fashion_mnist, cache_dir, tmp_path):
     source = tiny_agent_config(tiny_fashion_mnist, cache_dir)
-    agent = Agent(build_task(source), source)
-    path = checkpoints.save(str(tmp_path / "agent"), 1, initial_agent_state(agent, source), {"episodes": []})
+    agent = Agent(build_task(source), agent_settings(source))
+    path = checkpoints.save(str(tmp_path / "agent"), 1, initial_agent_state(agent, training_options(source)),
+                            {"episodes": []})
     other = tiny_agent_config(tiny_fashion_mnist, cache_dir, encoder_hidden=16, init_checkpoint=path)
-    other_agent = Agent(build_task(other), other)
+    other_agent = Agent(build_task(other), agent_settings(other))
     with pytest.raises(CheckpointError, match="does not match this run's agent|shape"):
-        initial_agent_state(other_agent, other)
+        initial_agent_state(other_agent, training_options(other))

