@@ -19,6 +19,7 @@ from conftest import DEBIAN_FASHION_MNIST, REPO, tiny_mlp_config
 import gns_jax
 from gns_jax import checkpoints, pretrained
 from gns_jax.agent import Agent
+from gns_jax.settings import agent_settings
 from gns_jax.scheduled import TrainedPolicy, current_learning_rate
 from gns_jax.targets.build import build_task
 from gns_jax.targets.mlp import MLP
@@ -47,7 +48,7 @@ def exported(tiny_fashion_mnist, cache_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrained")
     config = tiny_mlp_config(tiny_fashion_mnist, cache_dir, steps=T, decision_interval=K, **OPTIONS)
     task = build_task(config)
-    agent_params = decisive(jax.jit(Agent(task, config).init_params)(jax.random.key(1)))
+    agent_params = decisive(jax.jit(Agent(task, agent_settings(config)).init_params)(jax.random.key(1)))
     checkpoint = str(root / "checkpoints")
     checkpoints.save(checkpoint, 3, {"ppo": {"params": agent_params}}, {"episodes": []})
     out = pretrained.export(config, checkpoint, "tiny", out_dir=str(root / "tiny"), task=task,

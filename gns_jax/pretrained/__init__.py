@@ -352,16 +352,17 @@ def export(config, checkpoint: str, name: str, *, out_dir: str | None = None, ta
     import re
 
     from gns_jax.agent import Agent
+    from gns_jax.checkpoints import load_agent_params
     from gns_jax.config import config_to_dict
+    from gns_jax.settings import agent_settings
     from gns_jax.targets.build import build_task
-    from gns_jax.train import load_agent_params
 
     if not re.fullmatch(r"[a-z0-9_]+", name):
         raise ValueError(f"scheduler name {name!r}: use lower-case letters, digits and '_'")
     out_dir = out_dir or default_directory(name)
     if os.path.exists(os.path.join(out_dir, CARD)) and not overwrite:
         raise FileExistsError(f"{out_dir} holds a scheduler already; pass overwrite=True (--overwrite) to replace it")
-    agent = Agent(task or build_task(config), config)
+    agent = Agent(task or build_task(config), agent_settings(config))
     params = load_agent_params(checkpoint, jax.eval_shape(agent.init_params, jax.random.key(0)))  # shapes only
     params = jax.tree.map(lambda x: np.asarray(x, np.float32), jax.device_get(params))
     if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params)):
