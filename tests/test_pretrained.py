@@ -19,8 +19,8 @@ from conftest import DEBIAN_FASHION_MNIST, REPO, tiny_mlp_config
 import gns_jax
 from gns_jax import checkpoints, pretrained
 from gns_jax.agent import Agent
-from gns_jax.settings import agent_settings
 from gns_jax.scheduled import TrainedPolicy, current_learning_rate
+from gns_jax.settings import agent_settings
 from gns_jax.targets.build import build_task
 from gns_jax.targets.mlp import MLP
 from gns_jax.targets.resnet import ResNet
