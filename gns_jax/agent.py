@@ -140,6 +140,8 @@ class Agent:
         ``validate`` is one coin shared by the batch, so ``lax.cond`` inside the environment stays a real branch.
         """
         train_data, val_data = data
+        # The last point is always validated; added here, outside the vmap, so the predicate stays unbatched.
+        validate = validate | (jnp.max(env_state.t) + 1 >= self.env.config.num_decisions - 1)
 
         def one_env(key, state, o):
             d = self.decide(agent_params, o, get_learning_rate(state.target.opt_state), key, deterministic)

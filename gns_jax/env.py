@@ -140,8 +140,14 @@ class LREnvironment:
 
     def step(self, state: EnvState, learning_rate: jnp.ndarray, validate: jnp.ndarray, train_data: Batch,
              val_data: Batch) -> tuple[PyTree, EnvState, StepInfo]:
-        """Train K steps at ``learning_rate`` (the action's alpha (1 + a), Eq. 4), observe; validate when asked or
-        at the end."""
+        """Train K steps at ``learning_rate`` (the action's alpha (1 + a), Eq. 4), observe, and validate when
+        ``validate``.
+
+        ``validate`` must be true at the last decision point (``validation_coins`` sets it there, and
+        ``Agent.decision_step`` adds it). It is the only predicate of the validation ``lax.cond``: under ``vmap`` an
+        unbatched predicate keeps the branch real, while one that depends on an environment's own state (done,
+        diverged, t) would turn it into a ``select`` that validates every environment at every decision.
+        """
         cfg = self.config
         lr = jnp.asarray(learning_rate, jnp.float32)
         target = state.target.replace(opt_state=set_learning_rate(state.target.opt_state, lr))
@@ -157,8 +163,8 @@ class LREnvironment:
         t = state.t + 1
         diverged = ~state.done & ~stats.finite
         last_point = t >= cfg.num_decisions - 1
-        validated = ~state.done & (diverged | validate | last_point)
-        metric = self._validate(target, val_data, validated & ~diverged)
+        validated = ~state.done & (diverged | validate)
+        metric = self._validate(target, val_data, validate)
         metric = jnp.where(diverged, state.last_metric, metric)
         new_state = EnvState(target=target, t=t, done=state.done | diverged | last_point,
                              diverged=state.diverged | diverged,

@@ -105,6 +105,34 @@ def test_eq4_applies_the_sampled_action_stored_with_its_log_prob(loop):
     assert hit_min > 0 and hit_max > 0  # the clip of Eq. 4 was exercised at both bounds
 
 
+def test_vmapped_environments_validate_only_when_the_shared_coin_or_the_last_point_says(tiny_fashion_mnist,
+                                                                                       cache_dir):
+    """A pass over the validation split costs as much as many optimizer steps: with several environments it must
+    stay a real branch (not a vmapped ``select`` that runs it at every decision), and still run at the last point."""
+    config = loop_config(tiny_fashion_mnist, cache_dir)
+    task = build_task(config)  # a task of its own: the counting wrapper below must be traced
+    calls = []
+    evaluate = task.evaluate_split
+
+    def counted(state, split):
+        jax.debug.callback(lambda: calls.append(1))
+        return evaluate(state, split)
+
+    task.evaluate_split = counted
+    agent = Agent(task, agent_settings(config))
+    params = agent.init_params(jax.random.key(0))
+    data = (task.device_data["train"], task.device_data["val"])
+    obs, state, _ = agent.reset(jax.random.split(jax.random.key(1), 2), *data)
+    keys = jax.random.split(jax.random.key(2), 2)
+    seen = []
+    for validate in (False, True, False):  # points 1, 2 and the last point, 3
+        calls.clear()
+        obs, state, info, _ = agent.decision_step(params, keys, state, obs, jnp.asarray(validate), data)
+        jax.block_until_ready(info)
+        seen.append((len(calls) > 0, bool(np.all(np.isfinite(info.metric)))))
+    assert seen == [(False, False), (True, True), (True, True)]
+
+
 def eq3_numpy(metrics, validated):
     """Eq. 3 by a plain loop: action t gets (P_t2 - P_t1) / (t2 - t1) between the validated points around it."""
     n = len(metrics)
