@@ -4,7 +4,8 @@
 (``gns_jax.graph``), the encoder chosen by ``AgentSettings.encoder`` (hierarchical GCN, GAT, or the CSS/SRLS
 ablations), the heads of Eq. 4 and the environment. ``Agent.decision_step`` is one XLA program per decision:
 policy on the current observation, alpha <- alpha (1 + a), K optimizer steps, node features and (maybe) validation
-— for a whole batch of environments at once (``vmap``).
+— for a whole batch of environments at once: vmapped, or one after the other in the same program
+(``AgentSettings.env_batching``, ``over_envs``).
 
 Each program is one ``jax.jit`` over arrays whose leading axis is the environment, on one device or several:
 the layout is where the arrays are, not another program. ``gns_jax.train.run_episode`` places the environment
@@ -42,6 +43,23 @@ from gns_jax.targets.task import (
 
 PyTree = Any
 MEAN_FEATURES = [FEATURE_NAMES.index("weight_mean"), FEATURE_NAMES.index("bias_mean")]
+
+
+def over_envs(fn, batching: str, in_axes: tuple, *args):
+    """``fn`` on every environment of the leading axis of the ``in_axes == 0`` arguments, outputs stacked.
+
+    ``batching='vmap'`` is ``jax.vmap(fn, in_axes)``. ``'loop'`` calls ``fn`` once per environment inside the same
+    program: the targets do not share a batched computation, which is faster for convolutional targets (vmapped
+    per-environment convolutions become one slow grouped convolution), and a ``lax.cond`` on an environment's own
+    state stays a real branch. The results are the same.
+    """
+    if batching == "vmap":
+        return jax.vmap(fn, in_axes=in_axes)(*args)
+    n = next(jax.tree.leaves(x)[0].shape[0] for x, axis in zip(args, in_axes, strict=True) if axis == 0)
+    outs = [fn(*(jax.tree.map(lambda v, i=i: v[i], x) if axis == 0 else x for x, axis in zip(args, in_axes,
+                                                                                              strict=True)))
+            for i in range(n)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
 
 @struct.dataclass
@@ -129,8 +147,8 @@ class Agent:
     def _reset(self, keys, train_data, val_data, initial_lrs, pretrained):
         lr_axis = None if initial_lrs is None else 0
         # Pretrained weights (fine-tuning) are an argument shared by the batch, never baked-in constants.
-        return jax.vmap(self.env.reset, in_axes=(0, None, None, lr_axis, None))(
-            keys, train_data, val_data, initial_lrs, pretrained)
+        return over_envs(self.env.reset, self.settings.env_batching, (0, None, None, lr_axis, None),
+                         keys, train_data, val_data, initial_lrs, pretrained)
 
     @functools.partial(jax.jit, static_argnums=(0, 7))
     def decision_step(self, agent_params: PyTree, keys: jnp.ndarray, env_state: EnvState, obs: PyTree,
@@ -148,7 +166,7 @@ class Agent:
             next_obs, state, info = self.env.step(state, d.learning_rate, validate, train_data, val_data)
             return next_obs, state, info, ActOutput(obs=o, action=d.action, value=d.value, log_prob=d.log_prob)
 
-        return jax.vmap(one_env)(keys, env_state, obs)
+        return over_envs(one_env, self.settings.env_batching, (0, 0, 0), keys, env_state, obs)
 
     @functools.partial(jax.jit, static_argnums=0)
     def ppo_update(self, key: jnp.ndarray, ppo_state: PPOState, trajectory: Transition,
@@ -179,7 +197,8 @@ class Agent:
     @functools.partial(jax.jit, static_argnums=0)
     def evaluate(self, env_state: EnvState, split_data: Batch) -> jnp.ndarray:
         """The task metric of every environment's target on one split."""
-        return jax.vmap(lambda s: self.task.evaluate_split(s.target, split_data)["metric"])(env_state)
+        return over_envs(lambda s: self.task.evaluate_split(s.target, split_data)["metric"],
+                         self.settings.env_batching, (0,), env_state)
 
     # ---- deployment in one program ----------------------------------------------------------------------
     @functools.partial(jax.jit, static_argnums=(0, 5))

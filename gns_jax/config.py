@@ -97,7 +97,9 @@ def agent_config() -> ml_collections.ConfigDict:
     a = ml_collections.ConfigDict()
     a.episodes = 30  # agent-training episodes (§5.1: 30 for the image tasks)
     a.num_envs = 1  # environments per device, run side by side with vmap (one PPO update on all of them)
-    a.num_devices = 1  # local devices the environments are split over with pmap (0 = all); PPO gradients pmean'ed
+    a.env_batching = "auto"  # how the environments of a device share a program: vmap | loop | auto (loop for conv
+    #                          nets, whose vmapped per-environment convolutions are slow; vmap otherwise)
+    a.num_devices = 1  # local devices the environment axis is split over, one program (0 = all; gns_jax.parallel)
     a.truncated_episodes = 0  # cheaper training: the first this many episodes stop early (0 = all run to T)
     a.truncated_fraction = 0.25  # ...after this fraction of T; PPO bootstraps the cut with V(s)
     a.val_subsample = 0  # Eq. 3 validation on this many examples, redrawn every episode (0 = the whole split)
@@ -197,6 +199,7 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
 MODES = ("gns", "train_target", "describe_graph", "train_agent", "apply", "quickstart", "compare", "report")
 TARGET_MODES = ("gns", "train_target", "train_agent", "apply", "quickstart", "compare")  # build the target task
 GRAPH_MODES = TARGET_MODES + ("describe_graph",)  # build the target model
+ENV_BATCHING = ("auto", "vmap", "loop")
 AGENT_MODES = ("gns", "train_agent", "quickstart", "compare")  # train an agent
 DEPLOY_MODES = ("gns", "apply", "quickstart", "compare")  # deploy an agent
 POLICY_MODES = AGENT_MODES + ("apply",)  # build an agent
@@ -269,6 +272,7 @@ FIELDS: tuple[Field, ...] = (
     _f("agent.episodes", int, AGENT_MODES + ("report",), "[1, inf)", resume=False),
     _f("agent.num_envs", int, AGENT_MODES, "[1, inf)"),
     _f("agent.num_devices", int, AGENT_MODES, "[0, inf)"),
+    _f("agent.env_batching", str, POLICY_MODES, choices=ENV_BATCHING, resume=False),
     _f("agent.truncated_episodes", int, AGENT_MODES, "[0, inf)"),
     _f("agent.truncated_fraction", float, AGENT_MODES, "(0, 1]"),
     _f("agent.val_subsample", int, AGENT_MODES, "[0, inf)"),

@@ -40,6 +40,7 @@ class AgentSettings:
     sigma: float = 0.05  # standard deviation of the Gaussian policy
     progress_feature: bool = False  # t / (N - 1) as a ninth global node feature
     mean_features: bool = True  # False zeroes the weight/bias mean features of §4.1
+    env_batching: str = "vmap"  # the environments of a device in one program: vmap | loop (see Agent)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +96,23 @@ def agent_settings(config: ml_collections.ConfigDict) -> AgentSettings:
                          encoder_layers=int(a.encoder_layers), head_hidden=int(a.head_hidden),
                          action_scale=float(a.action_scale), sigma=float(a.sigma),
                          progress_feature=bool(a.get("progress_feature", False)),
-                         mean_features=bool(a.get("mean_features", True)))
+                         mean_features=bool(a.get("mean_features", True)),
+                         env_batching=env_batching(str(config.model.name), str(a.get("env_batching", "auto"))))
+
+
+CONV_ARCHITECTURES = ("resnet", "vgg")
+
+
+def env_batching(architecture: str, choice: str) -> str:
+    """``auto`` is ``loop`` for convolutional targets and ``vmap`` otherwise (``benchmarks/decision_step.py``).
+
+    Under ``vmap`` every environment's convolutions carry their own weights, which XLA runs as one grouped
+    convolution: on the CPU, two vmapped narrow ResNet-18 targets took 2.7x as long as the same two run one after
+    the other. Dense layers batch well (MLP: 1.0x), so the MLP and the Transformer keep ``vmap``.
+    """
+    if choice == "auto":
+        return "loop" if architecture in CONV_ARCHITECTURES else "vmap"
+    return choice
 
 
 def training_options(config: ml_collections.ConfigDict) -> TrainingOptions:

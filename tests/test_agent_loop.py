@@ -5,6 +5,7 @@ Expected values come from a second route: a hand formula (Eq. 4, the Gaussian lo
 the public ``Task``/``LearnedScheduler``/controller API replaying the same run step by step.
 """
 
+import dataclasses
 import os
 import shutil
 
@@ -66,10 +67,13 @@ def take(tree, i):
     return jax.tree.map(lambda x: x[i], tree)
 
 
-def test_eq4_applies_the_sampled_action_stored_with_its_log_prob(loop):
+@pytest.mark.parametrize("batching", ["vmap", "loop"])
+def test_eq4_applies_the_sampled_action_stored_with_its_log_prob(loop, batching):
     """Per decision: LR of the next K steps = clip(alpha (1 + a)) with a the *stored sampled* action (Eq. 4),
-    log_prob = log N(a; mu(obs), sigma^2) by hand, and the K steps equal ``Task.train_steps`` run at that LR."""
+    log_prob = log N(a; mu(obs), sigma^2) by hand, and the K steps equal ``Task.train_steps`` run at that LR —
+    with the environments vmapped and one after the other (``agent.env_batching``)."""
     config, task, agent, params = loop
+    agent = Agent(task, dataclasses.replace(agent.settings, env_batching=batching))
     data = (task.device_data["train"], task.device_data["val"])
     # Inside, and at both clip bounds where the first sampled action of these keys pushes past them.
     start = np.asarray([1e-3, LR_MAX, LR_MIN], np.float32)

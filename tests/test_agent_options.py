@@ -224,3 +224,18 @@ def test_agent_presets_and_config_strings():
     module = config_flags.config_flags._LoadConfigModule("c", os.path.join(REPO, "configs", "fashion_mnist_mlp.py"))
     assert module.get_config("paper").agent.group_size == 1
     assert module.get_config().agent.group_size == AGENT_PRESETS[DEFAULT_AGENT_PRESET]["group_size"]
+
+
+def test_env_batching_auto_loops_over_conv_targets_and_checks_its_value():
+    from gns_jax.config import ConfigError, base_config, validate_config
+
+    config = base_config()
+    assert config.agent.env_batching == "auto"
+    for model, expected in (("mlp", "vmap"), ("transformer", "vmap"), ("resnet", "loop"), ("vgg", "loop")):
+        config.model.name = model
+        assert agent_settings(config).env_batching == expected, model
+    config.agent.env_batching = "vmap"
+    assert agent_settings(config).env_batching == "vmap"  # an explicit choice wins
+    config.agent.env_batching = "pmap"
+    with pytest.raises(ConfigError, match=r"env_batching must be one of 'auto', 'vmap', 'loop', got 'pmap'"):
+        validate_config(config, "train_agent")

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from gns_jax.graph.structure import GraphStructure, Path, _unwrap
+from gns_jax.graph.structure import GraphStructure, Path, params_collection
 
 FEATURE_NAMES = ("weight_mean", "weight_var", "bias_mean", "bias_var", "abs_grad_mean", "abs_grad_var",
                  "prev_lr", "mean_loss")
@@ -130,7 +130,7 @@ def node_features(structure: GraphStructure, params, grads, lr, loss) -> GraphOb
     Returns:
       ``GraphObservation(nodes=[num_nodes, 8])``; always finite.
     """
-    params, grads = _unwrap(params), _unwrap(grads)
+    params, grads = params_collection(params), params_collection(grads)
     n = structure.num_nodes
     has_bias = np.array([b is not None for b in structure.bias_paths])
     leaves = [_get(params, p) for p in structure.weight_paths]

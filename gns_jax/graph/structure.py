@@ -259,7 +259,7 @@ ARCHITECTURES: dict[str, Callable[[Mapping[str, Any]], list[BlockSpec]]] = {
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _unwrap(params: Mapping[str, Any]) -> Mapping[str, Any]:
+def params_collection(params: Mapping[str, Any]) -> Mapping[str, Any]:
     """Accepts the ``params`` collection or a variables dict holding it."""
     if "params" in params and len(params) <= 2 and set(params) <= {"params", "batch_stats"}:
         return params["params"]
@@ -336,5 +336,5 @@ def build_graph_structure(arch: str, params: Mapping[str, Any]) -> GraphStructur
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    params = _unwrap(params)
+    params = params_collection(params)
     return link_blocks(arch, ARCHITECTURES[arch](params), params)

@@ -43,6 +43,7 @@ import importlib.resources
 import json
 import os
 import pathlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,9 +52,23 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from gns_jax.graph import FEATURE_NAMES, NUM_FEATURES, GraphStructure, build_graph_structure, node_features
-from gns_jax.graph.structure import ARCHITECTURES
+from gns_jax.agent import Agent
+from gns_jax.checkpoints import load_agent_params
+from gns_jax.config import config_to_dict
+from gns_jax.gcn import make_encoder
+from gns_jax.graph import (
+    FEATURE_NAMES,
+    NUM_FEATURES,
+    GraphObservation,
+    GraphStructure,
+    build_graph_structure,
+    node_features,
+)
+from gns_jax.graph.structure import ARCHITECTURES, params_collection
+from gns_jax.policy import ActorCritic
 from gns_jax.scheduled import TrainedPolicy
+from gns_jax.settings import agent_settings
+from gns_jax.targets.build import build_task
 
 PyTree = Any
 CARD = "card.json"
@@ -134,8 +149,6 @@ def observation_fn(structure: GraphStructure, progress_feature: bool, mean_featu
 
 def build_network(agent: Mapping, structure: GraphStructure):
     """The actor-critic of Eq. 4 over the card's encoder, for one target graph (``Agent``'s network)."""
-    from gns_jax.gcn import make_encoder
-    from gns_jax.policy import ActorCritic
 
     encoder = make_encoder(agent["encoder"], structure, hidden=int(agent["encoder_hidden"]),
                            layers=int(agent["encoder_layers"]))
@@ -156,18 +169,14 @@ def _skeleton(shapes: Mapping[str, list[int]]) -> dict:
 
 
 def _flat_shapes(params: PyTree) -> dict[str, list[int]]:
-    from gns_jax.graph.structure import _unwrap
-
-    flat = jax.tree_util.tree_flatten_with_path(_unwrap(params))[0]
+    flat = jax.tree_util.tree_flatten_with_path(params_collection(params))[0]
     return {"/".join(str(getattr(k, "key", k)) for k in path): [int(d) for d in np.shape(leaf)]
             for path, leaf in flat}
 
 
 def node_kinds(structure: GraphStructure, params: PyTree) -> list[str]:
     """The kinds of layer the graph's nodes are (dense, conv, norm, embedding), from their weight leaves."""
-    from gns_jax.graph.structure import _unwrap
-
-    tree, kinds = _unwrap(params), set()
+    tree, kinds = params_collection(params), set()
     for path in structure.weight_paths:
         leaf = tree
         for key in path:
@@ -228,9 +237,7 @@ def check_target(scheduler: str | Mapping, target: PyTree, *, allow_other_archit
                 "never seen; pass allow_other_architectures=True to try it anyway (the paper transfers between "
                 "CNNs, Table 3)")
     else:
-        from gns_jax.graph.structure import _unwrap
-
-        tree = _unwrap(target)
+        tree = params_collection(target)
         top = ", ".join(sorted(map(str, tree))) if isinstance(tree, Mapping) else type(target).__name__
         reason = f": {readable[arch]}" if readable[arch] else ""
         raise IncompatibleTargetError(
@@ -253,8 +260,6 @@ def _read_params(directory, info: Mapping, network, structure: GraphStructure) -
                                       f"{digest[:12]}..., card {info['params_sha256'][:12]}...)")
     width = _feature_width(info["agent"])
     example = jax.ShapeDtypeStruct((structure.num_nodes, width), jnp.float32)
-    from gns_jax.graph import GraphObservation
-
     like = jax.eval_shape(network.init, jax.random.key(0), GraphObservation(nodes=example))
     raw = serialization.msgpack_restore(data)
     try:
@@ -349,14 +354,6 @@ def export(config, checkpoint: str, name: str, *, out_dir: str | None = None, ta
     Returns:
       The directory written. The export is read back with ``load`` before returning.
     """
-    import re
-
-    from gns_jax.agent import Agent
-    from gns_jax.checkpoints import load_agent_params
-    from gns_jax.config import config_to_dict
-    from gns_jax.settings import agent_settings
-    from gns_jax.targets.build import build_task
-
     if not re.fullmatch(r"[a-z0-9_]+", name):
         raise ValueError(f"scheduler name {name!r}: use lower-case letters, digits and '_'")
     out_dir = out_dir or default_directory(name)

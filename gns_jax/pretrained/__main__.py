@@ -17,10 +17,17 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import importlib.util
 import json
 import os
 import statistics
 import sys
+
+import ml_collections
+
+import gns_jax.pretrained as pretrained
+from gns_jax import checkpoints
+from gns_jax.checkpoints import split_checkpoint_path
 
 # The checkpoint directories a run can hold, newest layout first: train_agent, gns/quickstart, compare.
 CHECKPOINT_LAYOUTS = ("checkpoints", os.path.join("agent", "checkpoints"), os.path.join("agents", "gns",
@@ -30,10 +37,6 @@ PROBE_FIELDS = ("probe_mu_mean", "probe_spread", "probe_slope", "probe_late_minu
 
 def load_config(path: str):
     """A ConfigDict from a run's ``config.json`` or from ``configs/<name>.py[:argument]`` (its ``get_config``)."""
-    import importlib.util
-
-    import ml_collections
-
     if path.endswith(".json"):
         with open(path) as f:
             return ml_collections.ConfigDict(json.load(f))
@@ -48,8 +51,6 @@ def load_config(path: str):
 
 def find_checkpoint(workdir: str) -> str:
     """The newest agent checkpoint step under a run directory."""
-    from gns_jax import checkpoints
-
     for layout in CHECKPOINT_LAYOUTS:
         directory = os.path.join(workdir, layout)
         step = checkpoints.latest_step(directory)
@@ -64,8 +65,6 @@ def probe_of(checkpoint: str) -> dict | None:
     Checkpoint E holds the agent after episode E, whose row in ``logs/episodes.csv`` has step E - 1; the row of
     the first update is kept too, to show how far the policy moved from its initialization.
     """
-    from gns_jax.checkpoints import split_checkpoint_path
-
     directory, step = split_checkpoint_path(checkpoint)
     path = os.path.join(os.path.dirname(directory), "logs", "episodes.csv")
     if step is None or not os.path.isfile(path):
@@ -122,8 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--out", help="directory to write (default: gns_jax/pretrained/NAME)")
     ex.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-
-    import gns_jax.pretrained as pretrained
 
     try:
         if args.command == "list":
