@@ -97,8 +97,8 @@ def agent_config() -> ml_collections.ConfigDict:
     a = ml_collections.ConfigDict()
     a.episodes = 30  # agent-training episodes (§5.1: 30 for the image tasks)
     a.num_envs = 1  # environments per device, run side by side with vmap (one PPO update on all of them)
-    a.env_batching = "auto"  # how the environments of a device share a program: vmap | loop | auto (loop for conv
-    #                          nets, whose vmapped per-environment convolutions are slow; vmap otherwise)
+    a.env_batching = "auto"  # the environments of a device in one program: vmap | loop | auto (loop on a CPU and
+    #                          for conv nets, whose vmapped convolutions are slow; vmap for dense nets on a GPU/TPU)
     a.num_devices = 1  # local devices the environment axis is split over, one program (0 = all; gns_jax.parallel)
     a.truncated_episodes = 0  # cheaper training: the first this many episodes stop early (0 = all run to T)
     a.truncated_fraction = 0.25  # ...after this fraction of T; PPO bootstraps the cut with V(s)

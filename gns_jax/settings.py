@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import ml_collections
 
 from gns_jax.env import EnvConfig
@@ -40,7 +41,7 @@ class AgentSettings:
     sigma: float = 0.05  # standard deviation of the Gaussian policy
     progress_feature: bool = False  # t / (N - 1) as a ninth global node feature
     mean_features: bool = True  # False zeroes the weight/bias mean features of §4.1
-    env_batching: str = "vmap"  # the environments of a device in one program: vmap | loop (see Agent)
+    env_batching: str = "vmap"  # the environments of a device in one program: vmap | loop (over_envs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,16 +104,19 @@ def agent_settings(config: ml_collections.ConfigDict) -> AgentSettings:
 CONV_ARCHITECTURES = ("resnet", "vgg")
 
 
-def env_batching(architecture: str, choice: str) -> str:
-    """``auto`` is ``loop`` for convolutional targets and ``vmap`` otherwise (``benchmarks/decision_step.py``).
+def env_batching(architecture: str, choice: str, platform: str | None = None) -> str:
+    """``auto``: ``loop`` on a CPU and for convolutional targets, ``vmap`` for dense targets on an accelerator.
 
-    Under ``vmap`` every environment's convolutions carry their own weights, which XLA runs as one grouped
-    convolution: on the CPU, two vmapped narrow ResNet-18 targets took 2.7x as long as the same two run one after
-    the other. Dense layers batch well (MLP: 1.0x), so the MLP and the Transformer keep ``vmap``.
+    Measured by ``benchmarks/decision_step.py`` (docs/performance.md): under ``vmap`` every environment's
+    convolutions carry their own weights, which XLA runs as one grouped convolution (two vmapped narrow ResNet-18
+    targets took 2.7x as long as the same two one after the other); on a CPU even the MLP's decision step was 10-20 %
+    slower vmapped than looped (one MLP already keeps the cores busy). On a GPU, where one MLP leaves the device
+    mostly idle, 8 vmapped MLP environments run in little more time than one.
     """
-    if choice == "auto":
-        return "loop" if architecture in CONV_ARCHITECTURES else "vmap"
-    return choice
+    if choice != "auto":
+        return choice
+    platform = platform or jax.default_backend()
+    return "loop" if platform == "cpu" or architecture in CONV_ARCHITECTURES else "vmap"
 
 
 def training_options(config: ml_collections.ConfigDict) -> TrainingOptions:

@@ -228,12 +228,14 @@ def test_agent_presets_and_config_strings():
 
 def test_env_batching_auto_loops_over_conv_targets_and_checks_its_value():
     from gns_jax.config import ConfigError, base_config, validate_config
+    from gns_jax.settings import env_batching
 
+    for model, expected in (("mlp", "vmap"), ("transformer", "vmap"), ("resnet", "loop"), ("vgg", "loop")):
+        assert env_batching(model, "auto", "gpu") == expected, model
+        assert env_batching(model, "auto", "cpu") == "loop", model
     config = base_config()
     assert config.agent.env_batching == "auto"
-    for model, expected in (("mlp", "vmap"), ("transformer", "vmap"), ("resnet", "loop"), ("vgg", "loop")):
-        config.model.name = model
-        assert agent_settings(config).env_batching == expected, model
+    assert agent_settings(config).env_batching == "loop"  # these tests run on a CPU
     config.agent.env_batching = "vmap"
     assert agent_settings(config).env_batching == "vmap"  # an explicit choice wins
     config.agent.env_batching = "pmap"
