@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from common import block, write_results  # noqa: E402
+from common import write_results  # noqa: E402
 from run import fashion_mnist_task, interleaved, log  # noqa: E402
 
 from gns_jax.agent import Agent  # noqa: E402
@@ -116,7 +116,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["mlp", "resnet18"], choices=["mlp", "resnet18"])
     parser.add_argument("--ns", type=int, nargs="+", default=[1, 2, 8], help="environments per decision step")
-    parser.add_argument("--k", type=int, default=None, help="K (default: 250 for the MLP, 8 for the ResNet on CPU)")
+    parser.add_argument("--k", type=int, default=None, help="K (default: 250; 4 for the ResNet on a CPU)")
     parser.add_argument("--width", type=float, default=0.125, help="ResNet width multiplier")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--resnet-ns", type=int, nargs="+", default=[1, 2, 4],
@@ -131,7 +131,6 @@ def main():
         k = args.k or (250 if model == "mlp" or not cpu else 4)
         ns = args.resnet_ns if model == "resnet18" and cpu else args.ns
         results[model] = bench_model(model, ns, k, args.width, args.repeats, args.validation)
-    block(None)
     path = write_results(args.name, results)
     log(f"wrote {path}")
     summary = {f"{m}_{key}": row["ratio_auto"] for m in args.models for key, row in results[m].items()

@@ -4,8 +4,14 @@ import gzip
 import os
 import struct
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+
+from gns_jax.scheduled import current_learning_rate
+from gns_jax.targets.task import batch_indices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_GLUE = os.path.join(os.path.dirname(REPO), "shared", "data", "glue")
@@ -69,3 +75,45 @@ def tiny_fashion_mnist(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("cache"))
+
+
+# ---- shared by the tests of gns_jax.scheduled and gns_jax.pretrained ----------------------------------------
+
+
+def decisive(agent_params):
+    """The freshly initialized actor barely acts (mu ~ 0): scale its last layer so that Eq. 4 moves alpha, with
+    tanh unsaturated so that mu still depends on the observation."""
+    dense = agent_params["params"]["actor"]["m_f"]["Dense_1"]
+    scaled = dict(dense, kernel=dense["kernel"] * 30.0, bias=dense["bias"] + 0.3)
+    actor = dict(agent_params["params"]["actor"], m_f=dict(agent_params["params"]["actor"]["m_f"], Dense_1=scaled))
+    return {**agent_params, "params": dict(agent_params["params"], actor=actor)}
+
+
+def user_loop(task, tx, num_steps: int, clip: float | None = None):
+    """An ordinary training loop on the task's batches (``Task.train_scan``'s order and per-step keys).
+
+    Returns ``run(params, opt_state, key, data_key) -> (params, opt_state, lrs)`` with ``lrs[i]`` the learning rate
+    step i used; ``clip`` clips the gradients by hand before ``tx`` (the reference of the chain test).
+    """
+    train = task.device_data["train"]
+    num_examples = train["label"].shape[0]
+
+    def run(params, opt_state, key, data_key):
+        indices = batch_indices(data_key, 0, num_steps, num_examples, task.batch_size)
+
+        def step(carry, xs):
+            params, opt_state = carry
+            i, idx = xs
+            batch = jax.tree.map(lambda a: a[idx], train)
+            loss_fn = lambda p: task.loss_and_updates(p, {}, jax.random.fold_in(key, i), batch)[0]
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            if clip is not None:
+                grads, _ = optax.clip_by_global_norm(clip).update(grads, optax.EmptyState())
+            lr = current_learning_rate(opt_state)
+            updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+            return (optax.apply_updates(params, updates), opt_state), lr
+
+        (params, opt_state), lrs = jax.lax.scan(step, (params, opt_state), (jnp.arange(num_steps), indices))
+        return params, opt_state, lrs
+
+    return run

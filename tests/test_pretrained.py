@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import DEBIAN_FASHION_MNIST, REPO, tiny_mlp_config
+from conftest import DEBIAN_FASHION_MNIST, REPO, decisive, tiny_mlp_config, user_loop
 
 import gns_jax
 from gns_jax import checkpoints, pretrained
@@ -24,22 +24,12 @@ from gns_jax.settings import agent_settings
 from gns_jax.targets.build import build_task
 from gns_jax.targets.mlp import MLP
 from gns_jax.targets.resnet import ResNet
-from gns_jax.targets.task import batch_indices
 
 K, T, TAIL = 10, 50, 5
 LR0 = 3e-3
 SHIPPED = "fashion_mnist_mlp_proxy"
 # The tiny agent observes with the grouped preset's options, so the export must carry them to be read back.
 OPTIONS = dict(progress_feature=True, mean_features=False, lr_max=0.1)
-
-
-def decisive(agent_params):
-    """Scale the actor's last layer so that the mean action moves alpha and depends on the state (see
-    tests/test_scheduled.py)."""
-    dense = agent_params["params"]["actor"]["m_f"]["Dense_1"]
-    scaled = dict(dense, kernel=dense["kernel"] * 30.0, bias=dense["bias"] + 0.3)
-    actor = dict(agent_params["params"]["actor"], m_f=dict(agent_params["params"]["actor"]["m_f"], Dense_1=scaled))
-    return {**agent_params, "params": dict(agent_params["params"], actor=actor)}
 
 
 @pytest.fixture(scope="module")
@@ -58,26 +48,8 @@ def exported(tiny_fashion_mnist, cache_dir, tmp_path_factory):
 
 @functools.cache
 def runner(task, tx, num_steps: int):
-    """A user's training loop on the task's batches (``Task.train_scan``'s order); returns the per-step LRs."""
-    train = task.device_data["train"]
-
-    def run(params, opt_state, key, data_key):
-        indices = batch_indices(data_key, 0, num_steps, train["label"].shape[0], task.batch_size)
-
-        def step(carry, xs):
-            params, opt_state = carry
-            i, idx = xs
-            batch = jax.tree.map(lambda a: a[idx], train)
-            loss_fn = lambda p: task.loss_and_updates(p, {}, jax.random.fold_in(key, i), batch)[0]
-            loss, grads = jax.value_and_grad(loss_fn)(params)
-            lr = current_learning_rate(opt_state)
-            updates, opt_state = tx.update(grads, opt_state, params, value=loss)
-            return (optax.apply_updates(params, updates), opt_state), lr
-
-        (params, opt_state), lrs = jax.lax.scan(step, (params, opt_state), (jnp.arange(num_steps), indices))
-        return params, opt_state, lrs
-
-    return jax.jit(run)
+    """``user_loop``, jitted."""
+    return jax.jit(user_loop(task, tx, num_steps))
 
 
 def random_like(tree, seed: int, scale: float):

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-from conftest import tiny_mlp_config
+from conftest import decisive, tiny_mlp_config, user_loop
 
 import gns_jax
 from gns_jax import checkpoints
@@ -17,20 +17,10 @@ from gns_jax.agent import Agent
 from gns_jax.scheduled import ScheduledState, TrainedPolicy, current_learning_rate
 from gns_jax.settings import agent_settings
 from gns_jax.targets.build import build_task
-from gns_jax.targets.task import batch_indices
 
 K, T, TAIL = 10, 50, 5  # N = 5 decision points: 4 decisions, then 5 steps at the last alpha
 LR0 = 3e-3
 TOL = dict(rtol=2e-5, atol=1e-7)
-
-
-def decisive(agent_params):
-    """The freshly initialized actor barely acts (mu ~ 0): scale its last layer so that Eq. 4 moves alpha, with
-    tanh unsaturated so that mu still depends on the observation."""
-    dense = agent_params["params"]["actor"]["m_f"]["Dense_1"]
-    scaled = dict(dense, kernel=dense["kernel"] * 30.0, bias=dense["bias"] + 0.3)
-    actor = dict(agent_params["params"]["actor"], m_f=dict(agent_params["params"]["actor"]["m_f"], Dense_1=scaled))
-    return {**agent_params, "params": dict(agent_params["params"], actor=actor)}
 
 
 def make_setup(data_dir, cache_dir, **agent_options):
@@ -51,36 +41,6 @@ def runner(task, tx, num_steps: int, clip: float | None = None, vmapped: bool = 
     """``user_loop`` jitted once per (task, transformation, length, clip, vmap): tests share compiled programs."""
     run = user_loop(task, tx, num_steps, clip)
     return jax.jit(jax.vmap(run) if vmapped else run)
-
-
-def user_loop(task, tx, num_steps: int, clip: float | None = None):
-    """An ordinary training loop on the task's batches (``Task.train_scan``'s order and per-step keys).
-
-    Returns ``run(params, opt_state, key, data_key) -> (params, opt_state, lrs)`` with ``lrs[i]`` the learning rate
-    step i used; ``clip`` clips the gradients by hand before ``tx`` (the reference of the chain test).
-    """
-    train = task.device_data["train"]
-    num_examples = train["label"].shape[0]
-
-    def run(params, opt_state, key, data_key):
-        indices = batch_indices(data_key, 0, num_steps, num_examples, task.batch_size)
-
-        def step(carry, xs):
-            params, opt_state = carry
-            i, idx = xs
-            batch = jax.tree.map(lambda a: a[idx], train)
-            loss_fn = lambda p: task.loss_and_updates(p, {}, jax.random.fold_in(key, i), batch)[0]
-            loss, grads = jax.value_and_grad(loss_fn)(params)
-            if clip is not None:
-                grads, _ = optax.clip_by_global_norm(clip).update(grads, optax.EmptyState())
-            lr = current_learning_rate(opt_state)
-            updates, opt_state = tx.update(grads, opt_state, params, value=loss)
-            return (optax.apply_updates(params, updates), opt_state), lr
-
-        (params, opt_state), lrs = jax.lax.scan(step, (params, opt_state), (jnp.arange(num_steps), indices))
-        return params, opt_state, lrs
-
-    return run
 
 
 def start(task, seed: int = 0):

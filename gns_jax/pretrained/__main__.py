@@ -27,7 +27,6 @@ import ml_collections
 
 import gns_jax.pretrained as pretrained
 from gns_jax import checkpoints
-from gns_jax.checkpoints import split_checkpoint_path
 
 # The checkpoint directories a run can hold, newest layout first: train_agent, gns/quickstart, compare.
 CHECKPOINT_LAYOUTS = ("checkpoints", os.path.join("agent", "checkpoints"), os.path.join("agents", "gns",
@@ -65,7 +64,7 @@ def probe_of(checkpoint: str) -> dict | None:
     Checkpoint E holds the agent after episode E, whose row in ``logs/episodes.csv`` has step E - 1; the row of
     the first update is kept too, to show how far the policy moved from its initialization.
     """
-    directory, step = split_checkpoint_path(checkpoint)
+    directory, step = checkpoints.split_checkpoint_path(checkpoint)
     path = os.path.join(os.path.dirname(directory), "logs", "episodes.csv")
     if step is None or not os.path.isfile(path):
         return None
