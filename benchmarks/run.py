@@ -146,15 +146,16 @@ def program_memory(jitted, *args) -> int | None:
 
 
 def bench_vmap(ns: list[int], k: int, repeats: int, num_examples: int = 4096, model=None,
-               model_name: str = "mlp", memory: bool = True) -> dict:
-    """Environment decision steps per second with N vmapped environments (``Agent.decision_step``)."""
+               model_name: str = "mlp", memory: bool = True, shape=(28, 28, 1), env_batching: str = "vmap") -> dict:
+    """Environment decision steps per second with N environments (``Agent.decision_step``), vmapped by default."""
     from gns_jax.agent import Agent
     from gns_jax.settings import agent_settings
     from gns_jax.targets import MLP
 
-    task = synthetic_image_task(model or MLP(), n=num_examples)
+    task = synthetic_image_task(model or MLP(), n=num_examples, shape=shape)
     config = mlp_config(4 * k, k)
     config.model.name = model_name
+    config.agent.env_batching = env_batching
     agent = Agent(task, agent_settings(config))
     params = agent.init_params(jax.random.key(1))
     data = (task.device_data["train"], task.device_data["val"])
@@ -169,7 +170,7 @@ def bench_vmap(ns: list[int], k: int, repeats: int, num_examples: int = 4096, mo
         program_bytes[n] = program_memory(type(agent).decision_step, agent, params, keys, state, obs, no, data) \
             if memory else None
     times = interleaved(fns, repeats)
-    out = {"k": k, "model": model_name, "platform": jax.devices()[0].platform}
+    out = {"k": k, "model": model_name, "platform": jax.devices()[0].platform, "env_batching": env_batching}
     for n in ns:
         out[f"n{n}"] = {"seconds_per_call": times[n], "env_decisions_per_s": n / times[n],
                         "speedup": (n / times[n]) / (1 / times[ns[0]]) if ns[0] == 1 else None,
@@ -361,6 +362,24 @@ def train_step_mfu(task, example_inputs: dict, k: int, repeats: int, peak: float
             "mfu": None if (model_flops is None or not peak) else model_flops / seconds / peak}
 
 
+def resnet_env_mfu(model, args, step_flops: float | None, peak: float | None) -> dict:
+    """Decision steps of N ResNet-34 environments (K steps each, node features, policy) as MFU over all N x K steps,
+    for each ``agent.env_batching``: how many environments fill the device."""
+    out = {}
+    for batching in args.gpu_resnet_batching:
+        log(f"GPU: ResNet-34 decision steps, N = {args.gpu_resnet_ns}, K = {args.gpu_resnet_k}, {batching}")
+        res = bench_vmap(args.gpu_resnet_ns, args.gpu_resnet_k, args.repeats, num_examples=4096, model=model,
+                         model_name="resnet", memory=False, shape=(32, 32, 3), env_batching=batching)
+        for n in args.gpu_resnet_ns:
+            row = res[f"n{n}"]
+            flops = n * args.gpu_resnet_k * step_flops if step_flops else None
+            row["ms_per_env_step"] = 1e3 * row["seconds_per_call"] / (n * args.gpu_resnet_k)
+            row["mfu"] = None if (flops is None or not peak) else flops / row["seconds_per_call"] / peak
+        out[batching] = res
+        log(f"  {res}")
+    return out
+
+
 def gpu_section(args) -> dict:
     """Full-width ResNet-34 (CIFAR-10 shapes) and RoBERTa-base (GLUE shapes) train steps with MFU; vmap on GPU."""
     from gns_jax.targets import ResNet
@@ -396,6 +415,15 @@ def gpu_section(args) -> dict:
         out[name] = train_step_mfu(task, example, args.gpu_k, args.repeats, peak, args.xla_flops)
         log(f"  {out[name]}")
 
+    # Mixed precision (config.model.dtype='bfloat16'): bfloat16 compute, float32 parameters and optimizer state.
+    log("GPU: ResNet-34 bfloat16, width 1, batch 128, 32x32x3")
+    bf16_resnet = ResNet(depth=34, width=1.0, dtype=jnp.bfloat16)
+    task = synthetic_image_task(bf16_resnet, n=4096, shape=(32, 32, 3))
+    out["resnet34_bf16"] = train_step_mfu(task, x, args.gpu_k, args.repeats, bf16_peak, args.xla_flops)
+    log(f"  {out['resnet34_bf16']}")
+    out["resnet34_bf16_envs"] = resnet_env_mfu(bf16_resnet, args, out["resnet34_bf16"]["model_flops_per_step"],
+                                               bf16_peak)
+
     log("GPU: vmapped environments (MLP target)")
     out["vmap"] = bench_vmap(args.gpu_vmap_ns, args.vmap_k, args.repeats, memory=args.gpu_memory)
     log(f"  {out['vmap']}")
@@ -426,6 +454,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (minimum is kept)")
     parser.add_argument("--gpu-k", type=int, default=20, help="train steps per scan in the GPU section")
     parser.add_argument("--gpu-vmap-ns", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--gpu-resnet-ns", type=int, nargs="+", default=[1, 2, 4, 8],
+                        help="environments per ResNet-34 decision step in the GPU section")
+    parser.add_argument("--gpu-resnet-k", type=int, default=50, help="K of the ResNet-34 decision steps (GPU)")
+    parser.add_argument("--gpu-resnet-batching", nargs="+", default=["vmap", "loop"], choices=["vmap", "loop"],
+                        help="agent.env_batching of the ResNet-34 decision steps (GPU)")
     parser.add_argument("--no-gpu-memory", dest="gpu_memory", action="store_false",
                         help="skip the (extra-compile) program memory of each vmapped batch on the GPU")
     parser.add_argument("--vmap-k", type=int, default=None, help="K of the vmapped decision steps")
@@ -487,6 +520,11 @@ def main():
                             "gpu_roberta_base_ms_per_step": gpu["roberta_base"]["ms_per_step"],
                             "gpu_roberta_base_mfu": gpu["roberta_base"]["mfu"],
                             "gpu_roberta_base_bf16_mfu": gpu["roberta_base_bf16"]["mfu"],
+                            "gpu_resnet34_bf16_mfu": gpu["resnet34_bf16"]["mfu"],
+                            "gpu_resnet34_bf16_envs_best_mfu": max(
+                                (row["mfu"] or 0.0 for res in gpu["resnet34_bf16_envs"].values()
+                                 for key, row in res.items() if key.startswith("n") and isinstance(row, dict)),
+                                default=None),
                             "gpu_vmap_speedup_n8": gpu["vmap"].get("n8", {}).get("speedup")})
         else:
             summary["gpu"] = gpu["skipped"]

@@ -74,6 +74,7 @@ def base_config(agent_preset: str = "") -> ml_collections.ConfigDict:
     c.model.checkpoint = ""  # transformer: local Hugging Face checkpoint directory ('' = offline MiniLM package)
     c.model.size = "any"  # transformer: 'base' | 'large' checks the checkpoint is RoBERTa of that size; 'any' doesn't
     c.model.dropout = 0.1  # transformer: dropout rate
+    c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters and optimizer state stay float32)
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adam"  # adam | adamw | sgd
@@ -236,6 +237,7 @@ def _f(path, kind, modes, interval="", choices=(), resume=True, directory=False)
 
 
 ALL = MODES
+MODEL_DTYPES = ("float32", "bfloat16")
 FIELDS: tuple[Field, ...] = (
     _f("seed", int, TARGET_MODES, "[0, 4294967295]"),
     _f("steps", int, GRAPH_MODES + ("report",), "[1, inf)"),
@@ -260,6 +262,7 @@ FIELDS: tuple[Field, ...] = (
     _f("model.checkpoint", str, GRAPH_MODES, directory=True),
     _f("model.size", str, GRAPH_MODES, choices=("any", "base", "large")),
     _f("model.dropout", float, GRAPH_MODES, "[0, 1)"),
+    _f("model.dtype", str, GRAPH_MODES, choices=MODEL_DTYPES),
     _f("optimizer.name", str, TARGET_MODES + ("report",), choices=("adam", "adamw", "sgd")),
     _f("optimizer.learning_rate", float, TARGET_MODES, "(0, inf)"),
     _f("optimizer.weight_decay", float, TARGET_MODES, "[0, inf)"),

@@ -107,6 +107,20 @@ def test_pretrained_weights_are_used(glue_dir, tiny_checkpoint):
         np.testing.assert_allclose(u, -lr * 0.1 * np.asarray(w), rtol=1e-5, atol=1e-12)
 
 
+def test_model_dtype_reaches_the_transformer(glue_dir, tiny_checkpoint):
+    """config.model.dtype='bfloat16': bfloat16 compute, float32 parameters and logits (mixed precision)."""
+    from gns_jax.targets.build import build_task
+
+    config = tiny_glue_config("rte", glue_dir, tiny_checkpoint)
+    config.model.dtype = "bfloat16"
+    task = build_task(config)
+    assert task.model.dtype == jax.numpy.bfloat16
+    state = task.init(jax.random.key(0), 1e-5)
+    assert {leaf.dtype for leaf in jax.tree.leaves(state.params)} == {np.dtype(np.float32)}
+    state, stats = task.train_steps(state, 2)
+    assert bool(stats.finite) and task.evaluate(state, "val")["loss"].dtype == np.float32
+
+
 def test_size_mismatch_is_a_config_error(glue_dir, tiny_checkpoint, tmp_path):
     config = tiny_glue_config("rte", glue_dir, tiny_checkpoint)
     config.model.size = "base"

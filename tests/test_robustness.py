@@ -233,6 +233,21 @@ def test_extending_a_run_is_not_a_mismatch(trained):
         dict(config.to_dict(), agent=dict(config.agent.to_dict(), episodes=5, checkpoint_every=3))))
 
 
+def test_a_setting_added_later_resumes_at_its_default_only(trained, tmp_path):
+    """A workdir recorded before a field existed (here model.dtype) resumes when the field keeps its default."""
+    config, workdir = trained
+    old = tmp_path / "old"
+    shutil.copytree(workdir, old)
+    record = json.loads((old / "settings.json").read_text())
+    del record["settings"]["model.dtype"]
+    (old / "settings.json").write_text(json.dumps(record))
+    assert workdirs.check(str(old), "train_agent", config) == record
+    bf16 = ml_collections.ConfigDict(config.to_dict())
+    bf16.model.dtype = "bfloat16"
+    with pytest.raises(workdirs.WorkdirError, match=r"model\.dtype \(null -> \"bfloat16\"\)"):
+        workdirs.check(str(old), "train_agent", bf16)
+
+
 def test_other_modes_refuse_the_workdir_and_rejected_runs_write_nothing(trained, capsys):
     config, workdir = trained
     before = snapshot(workdir)

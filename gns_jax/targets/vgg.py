@@ -4,7 +4,10 @@ Thirteen 3x3 convolutions, each followed by batch norm and ReLU, five max-pools,
 512-dim feature (the usual CIFAR variant). ``width`` scales every channel count.
 
 Parameter names are part of the contract with ``gns_jax.graph``: ``conv_{i}``, ``bn_{i}`` (i = 0..12) and ``head``.
+``dtype`` is the compute dtype (parameters, batch statistics and logits stay float32), as in ``ResNet``.
 """
+
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,6 +20,7 @@ class VGG(nn.Module):
     num_classes: int = 10
     width: float = 1.0
     layout: tuple = VGG16_LAYOUT
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -25,9 +29,10 @@ class VGG(nn.Module):
             if item == "M":
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
                 continue
-            x = nn.Conv(max(1, int(item * self.width)), (3, 3), use_bias=False, name=f"conv_{i}")(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=f"bn_{i}")(x)
+            x = nn.Conv(max(1, int(item * self.width)), (3, 3), use_bias=False, dtype=self.dtype, name=f"conv_{i}")(x)
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+                             name=f"bn_{i}")(x)
             x = nn.relu(x)
             i += 1
         x = x.reshape((x.shape[0], -1))
-        return nn.Dense(self.num_classes, name="head")(x)
+        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x).astype(jnp.float32)
