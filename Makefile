@@ -9,12 +9,16 @@ CONFIG ?= configs/quickstart.py
 
 .PHONY: run test setup data lint bench clean
 
+# The package and its pinned dependencies go in with uv (parallel downloads, no byte-compiling: about 15 s instead
+# of pip's minute); pip installs uv itself and is the fall-back when uv cannot be had.
+UV_VERSION := 0.13.9
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet uv==$(UV_VERSION) || echo "uv not available: installing with pip"
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@if [ -x $(VENV)/bin/uv ]; then $(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]'; \
+	else $(PY) -m pip install --quiet -e '.[dev]'; fi
 	@touch $(STAMP)
 
 setup: $(STAMP)
