@@ -17,8 +17,8 @@ $(PY):
 	$(PY) -m pip install --quiet uv==$(UV_VERSION) || echo "uv not available: installing with pip"
 
 $(STAMP): pyproject.toml | $(PY)
-	@if [ -x $(VENV)/bin/uv ]; then $(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]'; \
-	else $(PY) -m pip install --quiet -e '.[dev]'; fi
+	@if [ -x $(VENV)/bin/uv ] && $(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]'; then :; \
+	else echo "installing with pip"; $(PY) -m pip install --quiet -e '.[dev]'; fi
 	@touch $(STAMP)
 
 setup: $(STAMP)
