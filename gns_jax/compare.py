@@ -38,7 +38,7 @@ from absl import logging
 
 from gns_jax import checkpoints
 from gns_jax.apply import AgentController
-from gns_jax.config import ConfigError, config_to_dict
+from gns_jax.config import ConfigError, base_config, config_to_dict, with_added_defaults
 from gns_jax.controllers import (
     LR_FREE,
     Controller,
@@ -402,6 +402,8 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     cc = config.compare
     settings = _experiment_settings(config)
     previous = read_json(os.path.join(workdir, "experiment.json"))
+    if previous is not None:  # fields added to the config after these runs held their defaults then
+        previous = with_added_defaults(previous, settings, config_to_dict(base_config()))
     if previous is not None and previous != settings:
         changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
         raise ConfigError(f"{workdir} holds runs of another experiment (fields {changed} differ); use a new workdir")

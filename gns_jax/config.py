@@ -463,6 +463,19 @@ def validate_config(config, mode: str | None = None) -> None:
         raise ConfigError(problem)
 
 
+def with_added_defaults(stored: dict, current: dict, defaults: dict) -> dict:
+    """``stored`` (settings a run recorded) with the fields of ``current`` it lacks taken from ``defaults``: fields
+    added to the config after the run was recorded, which it could only have run at their defaults. A resumed run
+    compares its settings with this, so it matches at the default and is refused at any other value."""
+    out = dict(stored)
+    for key, value in current.items():
+        if key not in out and key in defaults:
+            out[key] = defaults[key]
+        elif isinstance(value, dict) and isinstance(out.get(key), dict) and isinstance(defaults.get(key), dict):
+            out[key] = with_added_defaults(out[key], value, defaults[key])
+    return out
+
+
 def settings_fingerprint(config: ml_collections.ConfigDict, mode: str) -> dict[str, Any]:
     """The settings a run of ``mode`` depends on: every field the mode reads whose table row says ``resume``.
 

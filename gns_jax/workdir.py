@@ -26,7 +26,7 @@ import socket
 import time
 from typing import Any
 
-from gns_jax.config import ConfigError, base_config, settings_fingerprint
+from gns_jax.config import ConfigError, base_config, settings_fingerprint, with_added_defaults
 
 LOCK_NAME = "gns_jax.lock"
 SETTINGS_NAME = "settings.json"
@@ -197,10 +197,8 @@ def check(workdir: str, mode: str, config) -> dict | None:
                            "own workdir")
     if stored and outputs and stored.get("mode") == mode:
         before = stored.get("settings", {})
-        # A setting added after the run was recorded matches when it keeps its default (old runs had no choice).
-        defaults = settings_fingerprint(base_config(), mode)
-        changed = sorted(k for k in set(before) | set(settings)
-                         if before.get(k, defaults.get(k)) != settings.get(k))
+        before = with_added_defaults(before, settings, settings_fingerprint(base_config(), mode))
+        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
         if changed:
             shown = ", ".join(f"{k} ({_short(before.get(k))} -> {_short(settings.get(k))})" for k in changed[:4])
             more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""

@@ -265,6 +265,26 @@ def test_workdir_of_another_experiment_is_refused(setup, tmp_path):
         cmp.compare(config, str(tmp_path), task=task)
 
 
+def test_an_experiment_recorded_before_a_field_existed_resumes_at_its_default(setup, tmp_path):
+    """experiment.json written before config.model.dtype existed: the same experiment at the default, another
+    experiment at bfloat16."""
+    config, task = setup
+    with config.unlocked():
+        config.compare.methods = ()
+    cmp.compare(config, str(tmp_path), task=task)
+    path = tmp_path / "experiment.json"
+    recorded = json.loads(path.read_text())
+    del recorded["model"]["dtype"]
+    path.write_text(json.dumps(recorded))
+    cmp.check_workdir(config, str(tmp_path))
+    config.model.dtype = "bfloat16"
+    try:
+        with pytest.raises(ConfigError, match="another experiment.*model"):
+            cmp.check_workdir(config, str(tmp_path))
+    finally:
+        config.model.dtype = "float32"
+
+
 def load_config(name="compare_fashion_mnist_mlp"):
     from ml_collections import config_flags
 
@@ -375,3 +395,21 @@ def test_best_validation_agent_selection(setup, tmp_path):
     fake = {"results": {"episodes": [{"episode": 7, "val_metric": 0.5}]}, "state": out["state"]}
     with pytest.raises(ConfigError, match="keep_checkpoints=0"):
         cmp.best_validation_agent(fake, agent_dir)
+
+
+@pytest.mark.parametrize("workdir,config_name", [
+    ("docs/results/workdirs/fashion_mnist_mlp", "compare_fashion_mnist_mlp"),
+    ("experiments/runs/proxy_E60_s1", "proxy_fashion_mnist_mlp")])
+def test_committed_workdirs_still_resume(workdir, config_name):
+    """The committed experiments stay resumable after fields are added to the config (reads their JSON only)."""
+    recorded = json.load(open(os.path.join(REPO, workdir, "config.json")))
+    config = load_config(config_name)
+    with config.unlocked():
+        for section in ("steps", "decision_interval", "batch_size", "data", "model", "optimizer", "agent", "compare"):
+            if isinstance(recorded.get(section), dict):
+                for key, value in recorded[section].items():
+                    if key in config[section] and not isinstance(value, dict):
+                        config[section][key] = tuple(value) if isinstance(value, list) else value
+            elif section in recorded:
+                config[section] = recorded[section]
+    cmp.check_workdir(config, os.path.join(REPO, workdir))

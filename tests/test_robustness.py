@@ -244,7 +244,7 @@ def test_a_setting_added_later_resumes_at_its_default_only(trained, tmp_path):
     assert workdirs.check(str(old), "train_agent", config) == record
     bf16 = ml_collections.ConfigDict(config.to_dict())
     bf16.model.dtype = "bfloat16"
-    with pytest.raises(workdirs.WorkdirError, match=r"model\.dtype \(null -> \"bfloat16\"\)"):
+    with pytest.raises(workdirs.WorkdirError, match=r"model\.dtype \(\"float32\" -> \"bfloat16\"\)"):
         workdirs.check(str(old), "train_agent", bf16)
 
 
