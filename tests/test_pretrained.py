@@ -127,6 +127,15 @@ def test_export_refuses_overwrite_and_the_cli_exports(exported, tmp_path, capsys
     assert pretrained.card(cli_out)["provenance"]["training_command"] == "train it"
     for x, y in zip(jax.tree.leaves(pretrained.load(cli_out).params), jax.tree.leaves(agent_params), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # Deployed at another length (--use-with T K): load defaults to that K and T; trained_on keeps training's.
+    long_out = str(tmp_path / "tiny_long")
+    assert main(["export", "--config", str(tmp_path / "config.json"), "--checkpoint", f"{checkpoint}/3",
+                 "--name", "tiny_long", "--out", long_out, "--use-with", str(10 * T), str(10 * K)]) == 0
+    info = pretrained.card(long_out)
+    assert (info["trained_on"]["steps"], info["trained_on"]["decision_interval"]) == (T, K)
+    assert info["use_with"] == {"steps": 10 * T, "decision_interval": 10 * K, "num_decisions": T // K}
+    policy = pretrained.load(long_out)
+    assert (policy.decision_interval, policy.num_decisions) == (10 * K, T // K)
     assert main(["export", "--name", "x"]) == 2
     assert "needs --workdir" in capsys.readouterr().err
     assert main(["list"]) == 0 and SHIPPED in capsys.readouterr().out

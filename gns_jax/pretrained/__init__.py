@@ -6,7 +6,8 @@ A shipped scheduler is package data, one directory per name beside this module: 
 parameters (the actor-critic of Eq. 4 over the hierarchical GCN of §4.1, ``flax.serialization.to_bytes``), and
 ``card.json``, everything needed to rebuild the agent without its task, data or training run — the encoder kind
 and sizes, the heads (action scale, σ), the observation options (run-progress feature, mean features), the clip
-range [α_min, α_max] of Eq. 4, the K and T it was trained with and the graph of the target it was trained on —
+range [α_min, α_max] of Eq. 4, the K and T it was trained with (``use_with``: the K and T of its deployments when
+they differ, which ``load`` then defaults to) and the graph of the target it was trained on —
 plus its provenance: the training command, the state-dependence probe of its last update and the accuracy of its
 deployments (§4.3). ``export`` writes such a directory from a ``train_agent`` checkpoint, so a new scheduler is one
 command: ``python -m gns_jax.pretrained export --workdir=W --name=NAME`` (``docs/pretrained.md``).
@@ -319,9 +320,10 @@ def load(name: str, target: PyTree | None = None, *, allow_other_architectures: 
                 f"given form {what}: load it for them with gns_jax.pretrained.load({label!r}, target=params)")
         return observe(target_params, grads, lr, loss, progress)
 
-    k = int(trained["decision_interval"])
+    use = info.get("use_with") or trained  # K and T of its recorded deployments when they differ from training's
+    k = int(use["decision_interval"])
     return TrainedPolicy(network=network, params=params, observe=checked_observe, decision_interval=k,
-                         num_decisions=int(trained["steps"]) // k, lr_min=float(agent["lr_min"]),
+                         num_decisions=int(use["steps"]) // k, lr_min=float(agent["lr_min"]),
                          lr_max=float(agent["lr_max"]))
 
 
@@ -338,7 +340,8 @@ def default_directory(name: str) -> str:
 
 
 def export(config, checkpoint: str, name: str, *, out_dir: str | None = None, task=None,
-           provenance: Mapping[str, Any] | None = None, description: str = "", overwrite: bool = False) -> str:
+           provenance: Mapping[str, Any] | None = None, description: str = "", overwrite: bool = False,
+           use_with: tuple[int, int] | None = None) -> str:
     """Turn a ``train_agent`` checkpoint into a scheduler directory (``params.msgpack`` + ``card.json``).
 
     Args:
@@ -350,6 +353,9 @@ def export(config, checkpoint: str, name: str, *, out_dir: str | None = None, ta
       provenance: what the card records about how the agent came about (command, probe, deployments, notes).
       description: one paragraph for the card.
       overwrite: replace an existing directory of that name.
+      use_with: ``(T, K)`` for a scheduler deployed at another run length than it was trained at (an agent trained
+        on a short proxy and deployed with as many decisions on the full run): ``load`` then defaults to this K and
+        T, while ``trained_on`` keeps the training's.
 
     Returns:
       The directory written. The export is read back with ``load`` before returning.
@@ -390,6 +396,8 @@ def export(config, checkpoint: str, name: str, *, out_dir: str | None = None, ta
             "node_kinds": node_kinds(structure, abstract),
             "target_params": _flat_shapes(abstract),
         },
+        **({"use_with": {"steps": int(use_with[0]), "decision_interval": int(use_with[1]),
+                         "num_decisions": int(use_with[0]) // int(use_with[1])}} if use_with else {}),
         "params_sha256": hashlib.sha256(data).hexdigest(),
         "params_count": int(sum(np.size(x) for x in jax.tree.leaves(params))),
         "provenance": dict(provenance or {}, checkpoint=os.path.abspath(checkpoint),

@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--command", dest="train_command", default="", help="the command that trained the agent")
     ex.add_argument("--description", default="", help="one paragraph for the card")
     ex.add_argument("--note", action="append", default=[], help="a remark for the card (repeatable)")
+    ex.add_argument("--use-with", nargs=2, type=int, metavar=("T", "K"),
+                    help="run length and decision interval it was deployed with, when not those of training")
     ex.add_argument("--out", help="directory to write (default: gns_jax/pretrained/NAME)")
     ex.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                       "deployments": deployments_of(args.deployments) if args.deployments else None,
                       "notes": args.note}
         out = pretrained.export(config, checkpoint, args.name, out_dir=args.out, provenance=provenance,
-                                description=args.description, overwrite=args.overwrite)
+                                description=args.description, overwrite=args.overwrite,
+                                use_with=tuple(args.use_with) if args.use_with else None)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
