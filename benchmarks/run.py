@@ -522,9 +522,8 @@ def main():
                             "gpu_roberta_base_bf16_mfu": gpu["roberta_base_bf16"]["mfu"],
                             "gpu_resnet34_bf16_mfu": gpu["resnet34_bf16"]["mfu"],
                             "gpu_resnet34_bf16_envs_best_mfu": max(
-                                (row["mfu"] or 0.0 for res in gpu["resnet34_bf16_envs"].values()
-                                 for key, row in res.items() if key.startswith("n") and isinstance(row, dict)),
-                                default=None),
+                                res[f"n{n}"]["mfu"] or 0.0 for res in gpu["resnet34_bf16_envs"].values()
+                                for n in args.gpu_resnet_ns),
                             "gpu_vmap_speedup_n8": gpu["vmap"].get("n8", {}).get("speedup")})
         else:
             summary["gpu"] = gpu["skipped"]
