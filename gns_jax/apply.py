@@ -32,6 +32,7 @@ import numpy as np
 
 from gns_jax.agent import Agent
 from gns_jax.checkpoints import load_agent_params
+from gns_jax.runtime import machine
 from gns_jax.controllers import Controller, Decision, Observation
 from gns_jax.scheduled import TrainedPolicy
 from gns_jax.settings import DeployOptions, agent_settings
@@ -113,6 +114,7 @@ def deploy(agent: Agent, agent_params: PyTree, options: DeployOptions,
         "diverged": diverged,
         "steps": int(target.step),
         "wall_seconds": time.time() - start,
+        "machine": machine(),
         "reset_metric": [float(x) for x in np.asarray(reset_info.metric)],
     }
 
@@ -207,6 +209,7 @@ class AgentController(Controller):
             "steps": out["steps"],
             "diverged": out["diverged"],
             "wall_seconds": out["wall_seconds"],
+            "machine": out["machine"],
             "decision_interval": int(decision_interval),
             "lr_trajectory": lrs + [math.nan] * (len(range(0, int(steps), int(decision_interval))) - len(lrs)),
             "initial_lr": out["initial_lr"],

@@ -40,6 +40,7 @@ import optax
 from tqdm.auto import tqdm
 
 from gns_jax.hypergradient import adam_hd, sgd_hd
+from gns_jax.runtime import machine
 from gns_jax.schedules import Eq7Schedule
 from gns_jax.targets.task import TargetState, Task, get_learning_rate, set_hyperparams, set_learning_rate
 
@@ -146,6 +147,7 @@ class Controller:
             "steps": int(state.step),
             "diverged": diverged,
             "wall_seconds": time.time() - start_time,
+            "machine": machine(),
             "decision_interval": k,
             "lr_trajectory": lrs,
             "train_loss_trajectory": losses,

@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from gns_jax.compare import AGENT_METHODS, METHODS, point_id  # noqa: E402
 from gns_jax.config import ConfigError  # noqa: E402
+from gns_jax.runtime import describe_machine  # noqa: E402
 from gns_jax.workdir import read_json  # noqa: E402
 
 LABELS = {
@@ -106,6 +107,7 @@ def summarize(workdir: str, methods: Sequence[str] = ()) -> list[dict]:
             "hparams": rs[0].get("hparams", {}), "agent_selection": selected.get("agent_selection", ""),
             "selected_episode": selected.get("selected_episode"),
             "lr_trajectory": rs[0]["lr_trajectory"], "decision_interval": int(rs[0].get("decision_interval", 1)),
+            "machines": [describe_machine(r["machine"]) if r.get("machine") else "" for r in rs],
             **({"probe": agent_probe(workdir, m)} if m in AGENT_METHODS else {}),
         })
     return rows
@@ -213,13 +215,28 @@ def write_report(workdir: str, out_dir: str | None = None, name: str = "report",
             p = r["probe"]
             lines.append(f"| {r['label']} | {p['probe_spread']:.4f} | {p['probe_slope']:+.4f} | "
                          f"{p.get('probe_late_minus_early', 0.0):+.4f} | {p.get('probe_mu_mean', 0.0):+.4f} |")
-    lines += ["", verdict(rows, scale), "",
+    lines += ["", verdict(rows, scale), "", machines_line(rows), "",
               f"Mean ± sample standard deviation over the seeds of the test {metric} of the final weights; "
               "hyperparameters and agents are selected on the validation split only.",
               "", f"![learning-rate trajectories]({os.path.basename(paths['png'])})", ""]
     with open(paths["md"], "w") as f:
         f.write("\n".join(lines))
     return {"rows": [{k: v for k, v in r.items() if k != "lr_trajectory"} for r in rows], **paths}
+
+
+def machines_line(rows: Sequence[dict]) -> str:
+    """Which machines a table's runs ran on, with the methods and run counts of each (``gns_jax.runtime.machine``).
+
+    On a CPU the core count changes the numbers like a seed does, so a table whose rows ran on different core counts
+    says so here.
+    """
+    where: dict[str, dict[str, int]] = {}
+    for r in rows:
+        for m in r.get("machines", ()):
+            counts = where.setdefault(m or "not recorded (older results)", {})
+            counts[r["label"]] = counts.get(r["label"], 0) + 1
+    parts = [f"{m}: " + ", ".join(f"{label} ({n})" for label, n in counts.items()) for m, counts in where.items()]
+    return "Runs by machine: " + "; ".join(parts) + "."
 
 
 def ablation_table(variants: dict[str, Sequence[str]], method: str = "gns", scale: float = 100.0) -> list[str]:

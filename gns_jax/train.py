@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from gns_jax import checkpoints, parallel
 from gns_jax.agent import Agent
 from gns_jax.checkpoints import load_agent_params
+from gns_jax.runtime import machine
 from gns_jax.env import episode_rewards, validation_coins
 from gns_jax.metric_writers import MetricWriter
 from gns_jax.plots import plot_lr_trajectories
@@ -287,6 +288,7 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
                      for e in history["episodes"]],
         "agent_checkpoint": os.path.join(os.path.abspath(ckpt_dir), str(latest)) if latest is not None else None,
         "episodes_finished": int(state.episode),
+        "machine": machine(),  # of this call; a resumed agent's earlier episodes may have run elsewhere
     }
     if history["episodes"]:
         plot_lr_trajectories(

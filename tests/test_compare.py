@@ -16,6 +16,7 @@ from gns_jax.agent import Agent
 from gns_jax.apply import AgentController
 from gns_jax.config import ConfigError, base_config
 from gns_jax.report import LABELS, describe_setting, write_report
+from gns_jax.runtime import describe_machine
 from gns_jax.settings import agent_settings, deploy_options, training_options
 from gns_jax.targets.build import build_task
 
@@ -187,6 +188,9 @@ def test_compare_end_to_end_resumes_and_reports(setup, tmp_path):
             run = json.loads(open(cmp.seed_path(workdir, m, s)).read())
             assert run["method"] == m and run["seed"] == s and np.isfinite(run["test_metric"])
             assert len(run["lr_trajectory"]) == T // K
+            # where it ran: on a CPU the core count changes the numbers (docs/results/proxy_fashion_mnist_mlp.md)
+            assert run["machine"]["backend"] == jax.default_backend()
+            assert run["machine"]["cpu_cores"] == len(os.sched_getaffinity(0))
     # The selection is the validation argmax over the tuning runs.
     tuned = [json.loads(open(os.path.join(workdir, "tune", "constant", f)).read())
              for f in os.listdir(os.path.join(workdir, "tune", "constant")) if f != "selected.json"]
@@ -210,6 +214,7 @@ def test_compare_end_to_end_resumes_and_reports(setup, tmp_path):
     for m in methods:
         assert LABELS[m] in text
     assert "GNS (" in text and "best baseline" in text and "paper (Table 20)" in text
+    assert f"Runs by machine: {describe_machine(run['machine'])}: {LABELS['constant']} (2), " in text
     rows = list(csv.DictReader(open(out["csv"])))
     assert [r["method"] for r in rows] == list(methods) and all(r["seeds"] == "2" for r in rows)
     for r in rows:  # the table's numbers are those of the per-seed files (mean, sample std)
@@ -220,12 +225,28 @@ def test_compare_end_to_end_resumes_and_reports(setup, tmp_path):
     assert os.path.getsize(out["png"]) > 5000
 
 
-def write_seed_runs(workdir, method, test_metrics, metric_name="accuracy"):
+def write_seed_runs(workdir, method, test_metrics, metric_name="accuracy", machines=()):
     for s, m in enumerate(test_metrics):
         cmp.write_json(cmp.seed_path(workdir, method, s), {
             "method": method, "seed": s, "test_metric": m, "val_metric": m - 0.01, "wall_seconds": 1.0,
             "lr_trajectory": [1e-3, 1e-3], "decision_interval": 10, "steps": 20, "hparams": {"alpha": 1e-3},
-            "metric_name": metric_name, "diverged": False})
+            "metric_name": metric_name, "diverged": False, **({"machine": machines[s]} if machines else {})})
+
+
+def test_report_says_which_machines_the_runs_used(tmp_path):
+    """Runs on one core and on two are told apart (XLA:CPU's results depend on the core count); older runs
+    without the record are counted as such."""
+    one = {"backend": "cpu", "device_kind": "cpu", "devices": 1, "cpu_cores": 1, "jax": jax.__version__}
+    two = dict(one, cpu_cores=2)
+    gpu = {"backend": "gpu", "device_kind": "NVIDIA H200", "devices": 1, "cpu_cores": 16, "jax": jax.__version__}
+    workdir = str(tmp_path)
+    write_seed_runs(workdir, "cosine", (0.893, 0.891, 0.895), machines=(one, one, two))
+    write_seed_runs(workdir, "gns", (0.89, 0.89), machines=(gpu, one))
+    write_seed_runs(workdir, "constant", (0.88,))
+    text = open(write_report(workdir, methods=("cosine", "gns", "constant"))["md"]).read()
+    assert (f"Runs by machine: cpu, 1 core: {LABELS['cosine']} (2), {LABELS['gns']} (1); cpu, 2 cores: "
+            f"{LABELS['cosine']} (1); gpu (NVIDIA H200) x 1, 16 cores: {LABELS['gns']} (1); not recorded (older "
+            f"results): {LABELS['constant']} (1).") in text
 
 
 @pytest.mark.parametrize("gns,verdict", [
