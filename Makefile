@@ -48,9 +48,11 @@ data:
 run: setup data
 	$(PY) -m gns_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) --mode=quickstart
 
-# One pytest process per test file: a crash or leak in one file's XLA programs cannot take the others down.
+# One pytest process per test file (a crash or leak in one file's XLA programs cannot take the others down), two
+# files at a time (TEST_JOBS=1 runs them one after the other): tests/run_files.py.
+TEST_JOBS ?= 2
 test: $(TEST_STAMP) data
-	@status=0; for f in tests/test_*.py; do echo "== $$f"; $(PY) -m pytest -q $$f || status=1; done; exit $$status
+	@$(PY) tests/run_files.py --jobs $(TEST_JOBS)
 
 lint: setup
 	$(VENV)/bin/ruff check gns_jax tests benchmarks examples

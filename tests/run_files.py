@@ -1,0 +1,81 @@
+"""Run the test suite as ``make test`` does: one pytest process per test file, several files at a time.
+
+    python tests/run_files.py                 # every tests/test_*.py, 2 files at a time (TEST_JOBS, --jobs)
+    python tests/run_files.py tests/test_ppo.py tests/test_gcn.py --jobs 1
+
+One process per file keeps a crash or leak in one file's XLA programs from taking the others down. Most of a test
+file's time is XLA compilation, which runs on one core, so two files at a time on two cores take about half as long
+as one after the other. The files run longest first (the durations of the last run, kept in
+``.pytest_cache/gns_jax_file_seconds.json``; on a fresh clone, file size stands in); each file's output is printed
+whole when it ends, then a summary. The exit status is 1 if any file failed.
+
+Two processes do not change what a test computes: XLA:CPU's results depend on how many cores a process may use,
+not on how busy they are, and each file writes only under its own pytest temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DURATIONS = os.path.join(ROOT, ".pytest_cache", "gns_jax_file_seconds.json")
+
+
+def load_durations() -> dict[str, float]:
+    try:
+        with open(DURATIONS) as f:
+            return {str(k): float(v) for k, v in json.load(f).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def run_file(path: str) -> tuple[str, int, float, str]:
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", path], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    return path, proc.returncode, time.time() - start, proc.stdout
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", help="test files (default: tests/test_*.py)")
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("TEST_JOBS", "2")),
+                        help="files run at a time (default: $TEST_JOBS or 2)")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    files = args.files or sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "tests", "test_*.py")))
+    missing = [f for f in files if not os.path.isfile(os.path.join(ROOT, f))]
+    if missing:
+        parser.error(f"no such test file: {', '.join(missing)}")
+    known = load_durations()
+    files.sort(key=lambda f: known.get(f, os.path.getsize(os.path.join(ROOT, f)) / 1000.0), reverse=True)
+
+    start, failed = time.time(), []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for future in concurrent.futures.as_completed([pool.submit(run_file, f) for f in files]):
+            path, code, seconds, output = future.result()
+            known[path] = round(seconds, 1)
+            print(f"== {path} ({seconds:.0f} s)\n{output.rstrip()}", flush=True)
+            if code != 0:
+                failed.append(path)
+    os.makedirs(os.path.dirname(DURATIONS), exist_ok=True)
+    with open(DURATIONS, "w") as f:
+        json.dump(known, f, indent=1, sort_keys=True)
+    total = time.time() - start
+    if failed:
+        print(f"== FAILED: {len(failed)} of {len(files)} test files ({', '.join(sorted(failed))}) in {total:.0f} s")
+        return 1
+    print(f"== all {len(files)} test files passed in {total:.0f} s ({args.jobs} at a time)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
