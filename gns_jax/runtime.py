@@ -9,10 +9,11 @@
   ``gns_jax.main.run``), then written; so a run refused for a bad value, a locked workdir or other settings leaves no
   ``log.txt`` behind and appends nothing to an existing one. ``--verbosity=1`` (or any explicit ``--verbosity``)
   shows the log on the console too, as absl does.
-* **Machine.** ``machine()`` describes where a run ran (JAX backend, device kind and count, the CPU cores the
-  process may use); every run's results record it. On a CPU the core count is part of the result: XLA:CPU splits
-  its work by the cores it sees, so one core and two give runs that differ as two seeds do (each is deterministic;
-  docs/results/proxy_fashion_mnist_mlp.md, item 20), and ``--mode=report`` says which machines a table's runs used.
+* **Machine.** ``machine()`` describes where a run ran (JAX backend, device kind and count, the CPU model and the
+  cores the process may use); every run's results record it. On a CPU both are part of the result: XLA:CPU splits
+  its work by the cores it sees and compiles for the host's instruction set, so one core and two, or an Intel and an
+  AMD host, give runs that differ as two seeds do (each is deterministic; docs/results/proxy_fashion_mnist_mlp.md,
+  items 20 and 22), and ``--mode=report`` says which machines a table's runs used.
 * **Compilation cache.** JAX's persistent compilation cache is turned on under a user cache directory, so a
   resumed run, a second episode length or the next ``make run`` loads its XLA programs instead of compiling them
   again. ``$GNS_JAX_COMPILATION_CACHE`` names another directory (an empty value turns the cache off); a
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 
 LOG_NAME = "log.txt"
 CACHE_ENV = "GNS_JAX_COMPILATION_CACHE"
@@ -42,21 +44,35 @@ def default_compilation_cache_dir() -> str:
     return os.path.join(base, "gns_jax", "jax_cache")
 
 
+def cpu_model() -> str:
+    """The host CPU's model name ('AMD EPYC', 'Intel(R) Xeon(R) ...'; Linux's /proc/cpuinfo, else ``platform``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
-    """Where this process runs: JAX's backend, its devices and the CPU cores it may use (``taskset`` narrows them)."""
+    """Where this process runs: JAX's backend, its devices, the CPU model and the cores the process may use
+    (``taskset`` narrows them)."""
     import jax
 
     devices = jax.devices()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"backend": jax.default_backend(), "device_kind": devices[0].device_kind, "devices": len(devices),
-            "cpu_cores": int(cores or 0), "jax": jax.__version__}
+            "cpu_model": cpu_model(), "cpu_cores": int(cores or 0), "jax": jax.__version__}
 
 
 def describe_machine(m: dict) -> str:
-    """``machine()`` in words: 'cpu, 1 core' or 'gpu (NVIDIA H200) x 1, 16 cores'."""
+    """``machine()`` in words: 'cpu (AMD EPYC), 1 core' or 'gpu (NVIDIA H200) x 1, 16 cores' (records older than
+    the CPU model: 'cpu, 1 core')."""
     cores = f"{m.get('cpu_cores')} core" + ("s" if m.get("cpu_cores") != 1 else "")
     if m.get("backend") == "cpu":
-        return f"cpu, {cores}"
+        return f"cpu ({m['cpu_model']}), {cores}" if m.get("cpu_model") else f"cpu, {cores}"
     return f"{m.get('backend')} ({m.get('device_kind')}) x {m.get('devices')}, {cores}"
 
 

@@ -16,7 +16,7 @@ from gns_jax.agent import Agent
 from gns_jax.apply import AgentController
 from gns_jax.config import ConfigError, base_config
 from gns_jax.report import LABELS, describe_setting, write_report
-from gns_jax.runtime import describe_machine
+from gns_jax.runtime import cpu_model, describe_machine
 from gns_jax.settings import agent_settings, deploy_options, training_options
 from gns_jax.targets.build import build_task
 
@@ -191,6 +191,7 @@ def test_compare_end_to_end_resumes_and_reports(setup, tmp_path):
             # where it ran: on a CPU the core count changes the numbers (docs/results/proxy_fashion_mnist_mlp.md)
             assert run["machine"]["backend"] == jax.default_backend()
             assert run["machine"]["cpu_cores"] == len(os.sched_getaffinity(0))
+            assert run["machine"]["cpu_model"] == cpu_model() and cpu_model()
     # The selection is the validation argmax over the tuning runs.
     tuned = [json.loads(open(os.path.join(workdir, "tune", "constant", f)).read())
              for f in os.listdir(os.path.join(workdir, "tune", "constant")) if f != "selected.json"]
@@ -234,19 +235,23 @@ def write_seed_runs(workdir, method, test_metrics, metric_name="accuracy", machi
 
 
 def test_report_says_which_machines_the_runs_used(tmp_path):
-    """Runs on one core and on two are told apart (XLA:CPU's results depend on the core count); older runs
-    without the record are counted as such."""
-    one = {"backend": "cpu", "device_kind": "cpu", "devices": 1, "cpu_cores": 1, "jax": jax.__version__}
+    """Runs on one core and on two, or on two CPU models, are told apart (XLA:CPU's results depend on both); runs
+    recorded before the CPU model and runs without a record are counted as such."""
+    one = {"backend": "cpu", "device_kind": "cpu", "devices": 1, "cpu_model": "AMD EPYC", "cpu_cores": 1,
+           "jax": jax.__version__}
     two = dict(one, cpu_cores=2)
+    intel = dict(one, cpu_model="Intel(R) Xeon(R) CPU @ 2.20GHz")
+    unknown_model = {k: v for k, v in one.items() if k != "cpu_model"}
     gpu = {"backend": "gpu", "device_kind": "NVIDIA H200", "devices": 1, "cpu_cores": 16, "jax": jax.__version__}
     workdir = str(tmp_path)
     write_seed_runs(workdir, "cosine", (0.893, 0.891, 0.895), machines=(one, one, two))
-    write_seed_runs(workdir, "gns", (0.89, 0.89), machines=(gpu, one))
+    write_seed_runs(workdir, "gns", (0.89, 0.89, 0.89, 0.89), machines=(gpu, one, intel, unknown_model))
     write_seed_runs(workdir, "constant", (0.88,))
     text = open(write_report(workdir, methods=("cosine", "gns", "constant"))["md"]).read()
-    assert (f"Runs by machine: cpu, 1 core: {LABELS['cosine']} (2), {LABELS['gns']} (1); cpu, 2 cores: "
-            f"{LABELS['cosine']} (1); gpu (NVIDIA H200) x 1, 16 cores: {LABELS['gns']} (1); not recorded (older "
-            f"results): {LABELS['constant']} (1).") in text
+    assert (f"Runs by machine: cpu (AMD EPYC), 1 core: {LABELS['cosine']} (2), {LABELS['gns']} (1); "
+            f"cpu (AMD EPYC), 2 cores: {LABELS['cosine']} (1); gpu (NVIDIA H200) x 1, 16 cores: {LABELS['gns']} (1); "
+            f"cpu (Intel(R) Xeon(R) CPU @ 2.20GHz), 1 core: {LABELS['gns']} (1); cpu, 1 core: {LABELS['gns']} (1); "
+            f"not recorded (older results): {LABELS['constant']} (1).") in text
 
 
 @pytest.mark.parametrize("gns,verdict", [
