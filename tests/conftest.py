@@ -17,6 +17,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_GLUE = os.path.join(os.path.dirname(REPO), "shared", "data", "glue")
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
+# tests/run_files.py gives the files of one suite run a fresh persistent compilation cache: a program that another
+# file (or another test, through a new jitted closure) has compiled is loaded instead of compiled again.
+if os.environ.get("GNS_JAX_TEST_COMPILATION_CACHE"):
+    jax.config.update("jax_compilation_cache_dir", os.environ["GNS_JAX_TEST_COMPILATION_CACHE"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
 
 def write_idx(path: str, array: np.ndarray) -> None:
     """An IDX file (the MNIST/Fashion-MNIST format): magic 0x0000080<ndim>, big-endian dims, uint8 data."""

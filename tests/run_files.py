@@ -5,12 +5,20 @@
 
 One process per file keeps a crash or leak in one file's XLA programs from taking the others down. XLA already
 spreads most of a file's work over every core, so two files at a time gain little on a 2-core machine (about 6 %
-on this project's: each file then takes 1.6-2x as long) and more with more cores. The files run longest first (the durations of the last run, kept in
-``.pytest_cache/gns_jax_file_seconds.json``; on a fresh clone, file size stands in); each file's output is printed
-whole when it ends, then a summary. The exit status is 1 if any file failed.
+on this project's: each file then takes 1.6-2x as long) and more with more cores. The files run longest first (the
+durations of the last run, kept in ``.pytest_cache/gns_jax_file_seconds.json``; on a fresh clone, file size stands
+in); each file's output is printed whole when it ends, then a summary. The exit status is 1 if any file failed.
 
-Two processes do not change what a test computes: XLA:CPU's results depend on how many cores a process may use,
-not on how busy they are, and each file writes only under its own pytest temporary directory.
+Most of the suite's time is XLA compiling small programs, so two settings cut it:
+- XLA's optimizations are mostly off (``JAX_DISABLE_MOST_OPTIMIZATIONS=1``, for the subprocesses the tests start
+  too; ``--optimized`` or a value of your own compiles as a run does). The tests check what the programs compute,
+  not how fast; on the 2-core CPU one file (tests/test_agent_loop.py) took 195 s instead of 317 s.
+- The files of one run share a fresh persistent compilation cache (``--no-compilation-cache`` turns it off; it is
+  deleted at the end), so a program another file or another test has compiled is loaded instead.
+
+Neither changes what a test computes beyond float rounding, which the tests' tolerances allow. Two processes at a
+time do not change it at all: XLA:CPU's results depend on how many cores a process may use, not on how busy they
+are, and each file writes only under its own pytest temporary directory.
 """
 
 from __future__ import annotations
@@ -20,12 +28,15 @@ import concurrent.futures
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DURATIONS = os.path.join(ROOT, ".pytest_cache", "gns_jax_file_seconds.json")
+TEST_CACHE_ENV = "GNS_JAX_TEST_COMPILATION_CACHE"  # read by conftest.py
 
 
 def load_durations() -> dict[str, float]:
@@ -36,10 +47,10 @@ def load_durations() -> dict[str, float]:
         return {}
 
 
-def run_file(path: str) -> tuple[str, int, float, str]:
+def run_file(path: str, env: dict[str, str]) -> tuple[str, int, float, str]:
     start = time.time()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", path], cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+                          stderr=subprocess.STDOUT, text=True, env=env)
     return path, proc.returncode, time.time() - start, proc.stdout
 
 
@@ -48,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="*", help="test files (default: tests/test_*.py)")
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("TEST_JOBS", "2")),
                         help="files run at a time (default: $TEST_JOBS or 2)")
+    parser.add_argument("--no-compilation-cache", dest="compilation_cache", action="store_false",
+                        help="compile every program in every file (default: the files share a fresh cache)")
+    parser.add_argument("--optimized", action="store_true",
+                        help="compile with XLA's optimizations, as a run does (default: mostly off)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
@@ -58,14 +73,25 @@ def main(argv: list[str] | None = None) -> int:
     known = load_durations()
     files.sort(key=lambda f: known.get(f, os.path.getsize(os.path.join(ROOT, f)) / 1000.0), reverse=True)
 
+    env = dict(os.environ)
+    if not args.optimized:
+        env.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+    cache = tempfile.mkdtemp(prefix="gns_jax_test_jax_cache_") if args.compilation_cache else None
+    if cache:
+        env[TEST_CACHE_ENV] = cache
     start, failed = time.time(), []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for future in concurrent.futures.as_completed([pool.submit(run_file, f) for f in files]):
-            path, code, seconds, output = future.result()
-            known[path] = round(seconds, 1)
-            print(f"== {path} ({seconds:.0f} s)\n{output.rstrip()}", flush=True)
-            if code != 0:
-                failed.append(path)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            results = concurrent.futures.as_completed([pool.submit(run_file, f, env) for f in files])
+            for future in results:
+                path, code, seconds, output = future.result()
+                known[path] = round(seconds, 1)
+                print(f"== {path} ({seconds:.0f} s)\n{output.rstrip()}", flush=True)
+                if code != 0:
+                    failed.append(path)
+    finally:
+        if cache:
+            shutil.rmtree(cache, ignore_errors=True)
     os.makedirs(os.path.dirname(DURATIONS), exist_ok=True)
     with open(DURATIONS, "w") as f:
         json.dump(known, f, indent=1, sort_keys=True)
