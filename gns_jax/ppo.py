@@ -137,6 +137,10 @@ class PPOConfig:
         consecutive environments (axis 1 of a [T, N] trajectory) before the normalization. Meant for groups that
         share everything but the policy's noise (common random numbers): what is left is the effect of the actions.
       max_grad_norm: clip the global gradient norm to this value; None disables clipping.
+      actor_warmup_steps: > 0 gives the critic this many gradient steps alone at the start: the actor's optimizer
+        (the actor and, with `encoder_group` 'actor', the encoder) returns zero updates and keeps its Adam state
+        (`optax.transforms.conditionally_mask`). 0 = the paper. The global-norm clip still counts the masked
+        gradients.
       clip_value: if set, clip V to V_old ± clip_value in the value loss; None disables it.
       encoder_group: which optimizer ('actor' or 'critic') steps parameters outside 'actor'/'critic'.
       axis_name: None, or the pmap/vmap axis name over which gradients and statistics are averaged.
@@ -155,6 +159,7 @@ class PPOConfig:
     center_advantages: bool = struct.field(pytree_node=False, default=True)
     group_size: int = struct.field(pytree_node=False, default=1)
     max_grad_norm: float | None = struct.field(pytree_node=False, default=0.5)
+    actor_warmup_steps: int = struct.field(pytree_node=False, default=0)
     clip_value: float | None = struct.field(pytree_node=False, default=None)
     encoder_group: str = struct.field(pytree_node=False, default=ACTOR)
     axis_name: str | None = struct.field(pytree_node=False, default=None)
@@ -199,9 +204,14 @@ def param_labels(params: PyTree, encoder_group: str = ACTOR) -> PyTree:
 
 
 def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
-    """Optional global-norm clipping, then Adam(actor_lr) for actor + encoder, Adam(critic_lr) for critic."""
+    """Optional global-norm clipping, then Adam(actor_lr) for actor + encoder, Adam(critic_lr) for critic; the
+    actor's Adam masked for the first `actor_warmup_steps` steps."""
+    actor = optax.adam(config.actor_lr)
+    if config.actor_warmup_steps > 0:
+        warm = config.actor_warmup_steps
+        actor = optax.transforms.conditionally_mask(actor, lambda step: step >= warm)
     split = optax.multi_transform(
-        {ACTOR: optax.adam(config.actor_lr), CRITIC: optax.adam(config.critic_lr)},
+        {ACTOR: actor, CRITIC: optax.adam(config.critic_lr)},
         lambda p: param_labels(p, config.encoder_group),
     )
     if config.max_grad_norm is None:

@@ -87,7 +87,9 @@ def ppo_config(agent_cfg: ml_collections.ConfigDict) -> PPOConfig:
     return PPOConfig(gamma=a.gamma, gae_lambda=a.gae_lambda, clip_eps=a.clip_eps, vf_coef=a.vf_coef,
                      ent_coef=a.ent_coef, actor_lr=a.actor_lr, critic_lr=a.critic_lr, epochs=int(a.ppo_epochs),
                      num_minibatches=int(a.num_minibatches), max_grad_norm=a.max_grad_norm,
-                     center_advantages=bool(a.get("center_advantages", True)), group_size=int(a.get("group_size", 1)))
+                     center_advantages=bool(a.get("center_advantages", True)), group_size=int(a.get("group_size", 1)),
+                     actor_warmup_steps=int(a.get("critic_warmup_updates", 0)) * int(a.ppo_epochs)
+                     * int(a.num_minibatches))
 
 
 def agent_settings(config: ml_collections.ConfigDict) -> AgentSettings:

@@ -241,3 +241,15 @@ def test_env_batching_auto_loops_over_conv_targets_and_checks_its_value():
     config.agent.env_batching = "pmap"
     with pytest.raises(ConfigError, match=r"env_batching must be one of 'auto', 'vmap', 'loop', got 'pmap'"):
         validate_config(config, "train_agent")
+
+
+def test_critic_warmup_updates_reach_ppo_as_gradient_steps():
+    from gns_jax.config import ConfigError, base_config, validate_config
+
+    config = base_config()
+    assert config.agent.critic_warmup_updates == 0 and agent_settings(config).ppo.actor_warmup_steps == 0
+    config.agent.critic_warmup_updates, config.agent.ppo_epochs, config.agent.num_minibatches = 3, 4, 2
+    assert agent_settings(config).ppo.actor_warmup_steps == 24  # updates x epochs x minibatches
+    config.agent.critic_warmup_updates = -1
+    with pytest.raises(ConfigError, match="critic_warmup_updates"):
+        validate_config(config, "train_agent")

@@ -150,6 +150,26 @@ def test_update_improves_surrogate_and_counts_steps():
     assert after["value_loss"] < before["value_loss"]
 
 
+def test_critic_warmup_moves_only_the_critic_then_the_actor_starts_with_a_fresh_adam():
+    """``actor_warmup_steps``: the first steps change the critic alone (actor and encoder frozen); the actor's Adam
+    state is left at its init, so its first real step equals a fresh optimizer's step from the same parameters."""
+    plain = PPOConfig(epochs=1, clip_value=0.5)
+    warmup = PPOConfig(epochs=1, clip_value=0.5, actor_warmup_steps=1)
+    params, trajectory, last_value = _problem()
+    labels = jax.tree.leaves(param_labels(params))
+    warm, _ = _update(jax.random.key(1), init_ppo_state(params, warmup), trajectory, last_value, _apply, warmup)
+    moved = [bool(np.any(np.asarray(a) != np.asarray(b)))
+             for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(warm.params), strict=True)]
+    assert moved == [label == "critic" for label in labels] and any(moved)
+    after, _ = _update(jax.random.key(2), warm, trajectory, last_value, _apply, warmup)
+    fresh, _ = _update(jax.random.key(2), init_ppo_state(warm.params, plain), trajectory, last_value, _apply, plain)
+    for label, a, b, w in zip(labels, jax.tree.leaves(after.params), jax.tree.leaves(fresh.params),
+                              jax.tree.leaves(warm.params), strict=True):
+        if label != "critic":
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+            assert np.any(np.asarray(a) != np.asarray(w))
+
+
 def test_normalized_advantages_use_valid_steps_only():
     valid = jnp.arange(T)[:, None] < jnp.array([6, 2, 4, 1])[None, :]
     params, trajectory, last_value = _problem(valid=valid)
