@@ -32,8 +32,8 @@ import numpy as np
 
 from gns_jax.agent import Agent
 from gns_jax.checkpoints import load_agent_params
-from gns_jax.runtime import machine
 from gns_jax.controllers import Controller, Decision, Observation
+from gns_jax.runtime import machine
 from gns_jax.scheduled import TrainedPolicy
 from gns_jax.settings import DeployOptions, agent_settings
 from gns_jax.targets.build import build_task

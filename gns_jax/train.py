@@ -42,12 +42,12 @@ from tqdm.auto import tqdm
 from gns_jax import checkpoints, parallel
 from gns_jax.agent import Agent
 from gns_jax.checkpoints import load_agent_params
-from gns_jax.runtime import machine
 from gns_jax.env import episode_rewards, validation_coins
 from gns_jax.metric_writers import MetricWriter
 from gns_jax.plots import plot_lr_trajectories
 from gns_jax.ppo import PPOState, Transition, init_ppo_state
 from gns_jax.probe import build_probe_set, evaluate_probe
+from gns_jax.runtime import machine
 from gns_jax.settings import TrainingOptions, agent_settings, training_options
 from gns_jax.targets.build import build_task
 from gns_jax.targets.task import Batch, Task
