@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from gns_jax import runtime
 from gns_jax.scheduled import current_learning_rate
 from gns_jax.targets.task import batch_indices
 
@@ -17,11 +18,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_GLUE = os.path.join(os.path.dirname(REPO), "shared", "data", "glue")
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
-# tests/run_files.py gives the files of one suite run a fresh persistent compilation cache: a program that another
-# file (or another test, through a new jitted closure) has compiled is loaded instead of compiled again.
-if os.environ.get("GNS_JAX_TEST_COMPILATION_CACHE"):
-    jax.config.update("jax_compilation_cache_dir", os.environ["GNS_JAX_TEST_COMPILATION_CACHE"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+# tests/run_files.py gives the files of one suite run a fresh persistent compilation cache ($GNS_JAX_COMPILATION_CACHE,
+# which the CLI subprocesses of the tests read too): a program that another file (or another test, through a new
+# jitted closure) has compiled is loaded instead of compiled again.
+if os.environ.get(runtime.CACHE_ENV):
+    runtime.enable_compilation_cache()
 
 
 def write_idx(path: str, array: np.ndarray) -> None:

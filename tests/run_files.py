@@ -13,8 +13,9 @@ Most of the suite's time is XLA compiling small programs, so two settings cut it
 - XLA's optimizations are mostly off (``JAX_DISABLE_MOST_OPTIMIZATIONS=1``, for the subprocesses the tests start
   too; ``--optimized`` or a value of your own compiles as a run does). The tests check what the programs compute,
   not how fast; on the 2-core CPU one file (tests/test_agent_loop.py) took 195 s instead of 317 s.
-- The files of one run share a fresh persistent compilation cache (``--no-compilation-cache`` turns it off; it is
-  deleted at the end), so a program another file or another test has compiled is loaded instead.
+- The files of one run, and the CLI runs they start, share a fresh persistent compilation cache
+  (``$GNS_JAX_COMPILATION_CACHE``; ``--no-compilation-cache`` turns it off; it is deleted at the end), so a
+  program another file or another test has compiled is loaded instead.
 Together, on a fresh clone of this project with both cores free, the 27 files took 532 s instead of 1,679 s (the
 earlier run on another 2-core host, partly shared with other jobs); the two were not measured apart.
 
@@ -37,8 +38,10 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from gns_jax.runtime import CACHE_ENV  # noqa: E402  (the CLI's cache variable; conftest.py turns it on in-process)
+
 DURATIONS = os.path.join(ROOT, ".pytest_cache", "gns_jax_file_seconds.json")
-TEST_CACHE_ENV = "GNS_JAX_TEST_COMPILATION_CACHE"  # read by conftest.py
 
 
 def load_durations() -> dict[str, float]:
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         env.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
     cache = tempfile.mkdtemp(prefix="gns_jax_test_jax_cache_") if args.compilation_cache else None
     if cache:
-        env[TEST_CACHE_ENV] = cache
+        env[CACHE_ENV] = cache
     start, failed = time.time(), []
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
