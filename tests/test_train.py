@@ -11,7 +11,7 @@ from conftest import tiny_mlp_config
 
 from gns_jax import checkpoints, workflows
 from gns_jax.agent import Agent
-from gns_jax.apply import LearnedScheduler, deploy, select_initial_lr
+from gns_jax.apply import LearnedScheduler, candidate_lrs, deploy, select_initial_lr
 from gns_jax.settings import agent_settings, deploy_options
 from gns_jax.targets.build import build_task
 from gns_jax.train import train_agent
@@ -89,6 +89,22 @@ def test_deploy_keeps_the_candidate_of_largest_value(setup):
     assert result["initial_lr"] == pytest.approx(min(result["candidate_lrs"]), rel=1e-5)
     assert len(result["lr_trajectory"]) == 5 and result["steps"] == 50
     assert np.isfinite(result["test_metric"])
+
+
+def test_one_deploy_candidate_starts_at_the_prior_centre(setup):
+    """``deploy_candidates = 1`` skips §4.3's search: the run starts at the prior's geometric centre."""
+    np.testing.assert_allclose(candidate_lrs(1e-4, 1e-2, 3), [1e-4, 1e-3, 1e-2], rtol=1e-6)
+    base, task = setup
+    config = base.copy_and_resolve_references()
+    config.agent.deploy_candidates = 1
+    centre = np.sqrt(config.agent.prior_lr_min * config.agent.prior_lr_max)
+    assert candidate_lrs(config.agent.prior_lr_min, config.agent.prior_lr_max, 1) == pytest.approx([centre])
+    agent = Agent(task, agent_settings(config))
+    result = deploy(agent, agent.init_params(jax.random.key(0)), deploy_options(config))
+    assert result["candidate_lrs"] == pytest.approx([centre], rel=1e-6)
+    assert result["initial_lr"] == pytest.approx(centre, rel=1e-6)
+    assert result["lr_trajectory"][0] == pytest.approx(centre, rel=1e-6)
+    assert len(result["lr_trajectory"]) == 5 and np.isfinite(result["test_metric"])
 
 
 def test_apply_mode_and_learned_scheduler(setup, tmp_path):
