@@ -7,7 +7,8 @@
 #
 # One agent per seed (default: 0 1 2) with the default agent preset and 8 vmapped environments per PPO update
 # (`agent.num_envs=8`, 4 groups of 2). Measured on an H200: one 8-environment episode takes 4.3 s after a 31 s
-# compile, so an agent trains in about 2.5 minutes; its deployment is 5 candidates x T_pre + 5 runs of T = 78,200.
+# compile, so an agent trains in about 2.5 minutes; its deployment is 5 runs of T = 78,200 from the prior's
+# centre (the default preset; with `--config.agent.deploy_candidates=5`, §4.3's search, 5 candidates x T_pre more).
 # Flags after `--` go to every run (e.g. `-- --config.agent.gamma=1.0`). Each workdir resumes when rerun, so a
 # budget that ends mid-way loses nothing that was checkpointed: copy OUT_DIR back and rerun.
 set -euo pipefail

@@ -293,7 +293,7 @@ def describe_setting(config: ml_collections.ConfigDict) -> str:
         deployed = ("the policy of the best-validation training episode"
                     if cc.get("agent_selection", "last") == "best_val" else "the last agent")
         agents = [f"Agents: {episodes} training episodes, p = {a.validation_prob} (FRS, SRLS: 1.0); {deployed} is "
-                  f"deployed with {int(a.deploy_candidates)} initial-LR candidates (§4.3); they decide "
+                  f"deployed {_deployment_start(a)}; they decide "
                   f"N = T // K = {steps // k} times and run all T steps (any last T - N K steps at the last LR) "
                   "from the baselines' initial weights of each seed."]
     return " ".join([
@@ -302,6 +302,14 @@ def describe_setting(config: ml_collections.ConfigDict) -> str:
         f"{int(config.data.val_size):,} validation examples drawn from the train set.",
         f"Tuning runs use seed {int(cc.tune_seed)}; evaluation seeds 0..{int(cc.num_seeds) - 1}.",
     ] + agents + searches)
+
+
+def _deployment_start(agent: ml_collections.ConfigDict) -> str:
+    """How deployment picks the initial learning rate: §4.3's search, or the prior's centre."""
+    if int(agent.deploy_candidates) == 1:
+        centre = (float(agent.prior_lr_min) * float(agent.prior_lr_max)) ** 0.5
+        return f"from the prior's centre, initial LR {centre:.2g} (no §4.3 search)"
+    return f"with {int(agent.deploy_candidates)} initial-LR candidates (§4.3)"
 
 
 def _model_size(config: ml_collections.ConfigDict) -> str:

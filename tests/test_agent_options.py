@@ -212,7 +212,9 @@ def test_agent_presets_and_config_strings():
     from gns_jax.config import AGENT_PRESETS, DEFAULT_AGENT_PRESET, ConfigError, base_config, glue_config
 
     assert AGENT_PRESETS["paper"] == {"num_envs": 1, "group_size": 1, "reward_scale": 1.0, "progress_feature": False,
-                                      "mean_features": True, "lr_max": 1.0, "deploy_selection": "value"}
+                                      "mean_features": True, "lr_max": 1.0, "deploy_selection": "value",
+                                      "deploy_candidates": 5}
+    assert base_config().agent.deploy_candidates == 1  # the default preset starts deployment at the prior's centre
     for name in ("", "paper", "grouped"):
         agent = base_config(name).agent
         for field, value in AGENT_PRESETS[name or DEFAULT_AGENT_PRESET].items():

@@ -361,6 +361,10 @@ def test_report_setting_names_only_the_methods_that_run():
     full = describe_setting(config)
     assert "Agents: 30 training episodes" in full and "N = T // K = 156" in full
     assert "Eq. 7 grid" in full and "HD: alpha_0" in full and "CMA-ES: 50 evaluations" in full
+    assert "from the prior's centre, initial LR 0.001 (no §4.3 search)" in full  # the default preset
+    with config.unlocked():
+        config.agent.deploy_candidates = 5
+    assert "with 5 initial-LR candidates (§4.3)" in describe_setting(config)
     config.compare.methods = ("constant",)
     only_constant = describe_setting(config)
     assert "Eq. 7 grid" in only_constant
