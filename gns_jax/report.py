@@ -33,6 +33,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from gns_jax.apply import candidate_lrs  # noqa: E402
 from gns_jax.compare import AGENT_METHODS, METHODS, point_id  # noqa: E402
 from gns_jax.config import ConfigError  # noqa: E402
 from gns_jax.runtime import describe_machine  # noqa: E402
@@ -307,7 +308,7 @@ def describe_setting(config: ml_collections.ConfigDict) -> str:
 def _deployment_start(agent: ml_collections.ConfigDict) -> str:
     """How deployment picks the initial learning rate: §4.3's search, or the prior's centre."""
     if int(agent.deploy_candidates) == 1:
-        centre = (float(agent.prior_lr_min) * float(agent.prior_lr_max)) ** 0.5
+        (centre,) = candidate_lrs(float(agent.prior_lr_min), float(agent.prior_lr_max), 1)
         return f"from the prior's centre, initial LR {centre:.2g} (no §4.3 search)"
     return f"with {int(agent.deploy_candidates)} initial-LR candidates (§4.3)"
 
