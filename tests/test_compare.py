@@ -443,3 +443,36 @@ def test_committed_workdirs_still_resume(workdir, config_name):
             elif section in recorded:
                 config[section] = recorded[section]
     cmp.check_workdir(config, os.path.join(REPO, workdir))
+
+
+def _headroom_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("table20_headroom",
+                                                  os.path.join(REPO, "experiments", "table20_headroom.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_headroom_reads_complete_table20_sets_once(tmp_path):
+    """experiments/table20_headroom.py: only sets with all 5 seeds at T = 78,200 count, a repeat counts once
+    (under the baseline's name), and the committed results hold the tuned cosine it compares with."""
+    headroom = _headroom_module()
+
+    def write(folder, tests, steps=78_200):
+        os.makedirs(tmp_path / folder, exist_ok=True)
+        for seed, test in enumerate(tests):
+            with open(tmp_path / folder / f"seed_{seed}.json", "w") as f:
+                json.dump({"test_metric": test, "val_metric": test + 0.01, "steps": steps}, f)
+
+    cosine = [0.89, 0.891, 0.892, 0.893, 0.894]
+    write("workdirs/fashion_mnist_mlp/runs/cosine", cosine)
+    write("proxy_fashion_mnist_mlp/T20_cosine_amd/runs/cosine", cosine)  # the same runs again
+    write("proxy_fashion_mnist_mlp/E_s0/full_T78200_K2500", [0.9] * 5)
+    write("proxy_fashion_mnist_mlp/E_s1/full_T78200_K2500", [0.9] * 4)  # seed 4 missing
+    write("proxy_fashion_mnist_mlp/E_s2/full_T78200_K2500", [0.95] * 5, steps=7_800)  # not Table 20
+    sets = headroom.run_sets(str(tmp_path))
+    assert sorted(sets) == ["proxy_fashion_mnist_mlp/E_s0", headroom.COSINE]
+    assert sets[headroom.COSINE][3] == (0.893, 0.893 + 0.01)
+    assert headroom.COSINE in headroom.run_sets()
