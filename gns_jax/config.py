@@ -138,6 +138,7 @@ def agent_config() -> ml_collections.ConfigDict:
     a.mean_features = True  # the weight/bias mean features of §4.1 (False zeroes them: they flip sign step to step)
     a.probe = True  # log the policy's mean action on a fixed probe set after every update (spread, slope)
     a.max_grad_norm = 0.5
+    a.target_kl = 0.0  # PPO early stop: skip an update's remaining steps once KL > 1.5 x this (0 = off, the paper)
     a.critic_warmup_updates = 0  # PPO updates at the start that train the critic alone (actor, encoder frozen)
     a.init_checkpoint = ""  # start from this agent checkpoint (transfer, §5.4)
     a.deploy_candidates = 5  # apply: initial learning rates tried (§4.3); 1 = start at the prior's geometric centre
@@ -311,6 +312,7 @@ FIELDS: tuple[Field, ...] = (
     _f("agent.mean_features", bool, POLICY_MODES),
     _f("agent.probe", bool, AGENT_MODES, resume=False),
     _f("agent.max_grad_norm", float, AGENT_MODES, "(0, inf)"),
+    _f("agent.target_kl", float, AGENT_MODES, "[0, inf)"),
     _f("agent.critic_warmup_updates", int, AGENT_MODES, "[0, inf)"),
     _f("agent.init_checkpoint", str, AGENT_MODES, directory=True),
     _f("agent.deploy_candidates", int, DEPLOY_MODES, "[1, inf)"),

@@ -49,7 +49,8 @@ concatenated data. With several minibatches each device shuffles its own shard, 
 valid) partition.
 
 Deliberate differences from common PPO code: advantages are normalized once per update over the full (global)
-batch instead of per minibatch, and `PPOState.step` counts gradient steps (epochs × minibatches per update).
+batch instead of per minibatch, and `PPOState.step` counts the gradient steps taken (epochs × minibatches per
+update, fewer when `target_kl` stops an update early).
 """
 
 from __future__ import annotations
@@ -142,6 +143,10 @@ class PPOConfig:
         (`optax.transforms.conditionally_mask`). 0 = the paper. The global-norm clip still counts the masked
         gradients.
       clip_value: if set, clip V to V_old ± clip_value in the value loss; None disables it.
+      target_kl: if set, an early stop of the update (stable-baselines3's `target_kl`): before each gradient step
+        the approximate KL(π_old ‖ π_θ) on its minibatch is measured, and once it exceeds 1.5 × target_kl that step
+        and every later one of the update are skipped (parameters and optimizer state kept). None = the paper
+        (every epoch runs).
       encoder_group: which optimizer ('actor' or 'critic') steps parameters outside 'actor'/'critic'.
       axis_name: None, or the pmap/vmap axis name over which gradients and statistics are averaged.
     """
@@ -161,6 +166,7 @@ class PPOConfig:
     max_grad_norm: float | None = struct.field(pytree_node=False, default=0.5)
     actor_warmup_steps: int = struct.field(pytree_node=False, default=0)
     clip_value: float | None = struct.field(pytree_node=False, default=None)
+    target_kl: float | None = struct.field(pytree_node=False, default=None)
     encoder_group: str = struct.field(pytree_node=False, default=ACTOR)
     axis_name: str | None = struct.field(pytree_node=False, default=None)
 
@@ -433,7 +439,8 @@ def ppo_update(
       apply_fn: `apply_fn(params, obs) -> (distrax distribution, value)`; obs is any pytree.
       config: hyperparameters (static).
     Returns:
-      (new state, metrics averaged over all gradient steps).
+      (new state, metrics averaged over the gradient steps taken, and `steps_taken`: their number, which is
+      `epochs × num_minibatches` unless `target_kl` stopped the update early).
     """
     size = math.prod(trajectory.reward.shape)
     if size % config.num_minibatches:
@@ -442,15 +449,25 @@ def ppo_update(
     tx = make_optimizer(config)
     grad_fn = jax.value_and_grad(ppo_loss, has_aux=True)
 
+    kl_limit = None if config.target_kl is None else 1.5 * config.target_kl
+
     def sgd_step(carry, minibatch):
-        params, opt_state = carry
+        params, opt_state, stopped, taken = carry
         (_, metrics), grads = grad_fn(params, apply_fn, minibatch, config)
         if config.axis_name is not None:
             grads = jax.lax.pmean(grads, config.axis_name)
             metrics = jax.lax.pmean(metrics, config.axis_name)
         metrics["grad_norm"] = optax.global_norm(grads)  # before clipping
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), metrics
+        updates, new_opt_state = tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        if kl_limit is not None:
+            # The KL is that of the steps before this one (pmean keeps devices agreed); the first step always runs.
+            stopped = stopped | ((metrics["approx_kl"] > kl_limit) & (taken > 0))
+            keep = lambda old, new: jax.tree.map(lambda o, n: jnp.where(stopped, o, n), old, new)
+            new_params, new_opt_state = keep(params, new_params), keep(opt_state, new_opt_state)
+        ran = 1.0 - stopped.astype(jnp.float32)
+        metrics["steps_taken"] = ran
+        return (new_params, new_opt_state, stopped, taken + ran), metrics
 
     def epoch(carry, epoch_key):
         perm = jax.random.permutation(epoch_key, size)
@@ -459,9 +476,10 @@ def ppo_update(
         )
         return jax.lax.scan(sgd_step, carry, minibatches)
 
-    (params, opt_state), metrics = jax.lax.scan(
-        epoch, (state.params, state.opt_state), jax.random.split(key, config.epochs)
-    )
-    steps = config.epochs * config.num_minibatches
-    new_state = state.replace(params=params, opt_state=opt_state, step=state.step + steps)
-    return new_state, jax.tree.map(jnp.mean, metrics)
+    start = (state.params, state.opt_state, jnp.zeros((), bool), jnp.zeros((), jnp.float32))
+    (params, opt_state, _, steps), metrics = jax.lax.scan(epoch, start, jax.random.split(key, config.epochs))
+    ran = metrics.pop("steps_taken")
+    metrics = jax.tree.map(lambda m: jnp.sum(m * ran) / steps, metrics)  # over the steps that ran
+    metrics["steps_taken"] = steps
+    new_state = state.replace(params=params, opt_state=opt_state, step=state.step + steps.astype(jnp.int32))
+    return new_state, metrics

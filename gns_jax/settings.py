@@ -89,7 +89,7 @@ def ppo_config(agent_cfg: ml_collections.ConfigDict) -> PPOConfig:
                      num_minibatches=int(a.num_minibatches), max_grad_norm=a.max_grad_norm,
                      center_advantages=bool(a.get("center_advantages", True)), group_size=int(a.get("group_size", 1)),
                      actor_warmup_steps=int(a.get("critic_warmup_updates", 0)) * int(a.ppo_epochs)
-                     * int(a.num_minibatches))
+                     * int(a.num_minibatches), target_kl=float(a.get("target_kl", 0.0)) or None)
 
 
 def agent_settings(config: ml_collections.ConfigDict) -> AgentSettings:

@@ -255,3 +255,15 @@ def test_critic_warmup_updates_reach_ppo_as_gradient_steps():
     config.agent.critic_warmup_updates = -1
     with pytest.raises(ConfigError, match="critic_warmup_updates"):
         validate_config(config, "train_agent")
+
+
+def test_target_kl_reaches_ppo_and_zero_is_the_paper():
+    from gns_jax.config import ConfigError, base_config, validate_config
+
+    config = base_config()
+    assert config.agent.target_kl == 0 and agent_settings(config).ppo.target_kl is None
+    config.agent.target_kl = 0.01
+    assert agent_settings(config).ppo.target_kl == 0.01
+    config.agent.target_kl = -0.01
+    with pytest.raises(ConfigError, match="target_kl"):
+        validate_config(config, "train_agent")

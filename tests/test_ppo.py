@@ -170,6 +170,29 @@ def test_critic_warmup_moves_only_the_critic_then_the_actor_starts_with_a_fresh_
             assert np.any(np.asarray(a) != np.asarray(w))
 
 
+def test_target_kl_stops_the_update_once_the_kl_exceeds_it():
+    """``target_kl`` (stable-baselines3's early stop): a limit every step's KL stays under changes nothing; a limit
+    below the KL after one step keeps exactly that first step, which equals a one-epoch update."""
+    params, trajectory, last_value = _problem()
+    key = jax.random.key(1)
+
+    def update(**kw):
+        config = PPOConfig(epochs=3, clip_value=0.5, **kw)
+        return _update(key, init_ppo_state(params, config), trajectory, last_value, _apply, config)
+
+    full, full_metrics = update()
+    loose, loose_metrics = update(target_kl=1e6)
+    assert int(full.step) == int(loose.step) == 3 and float(loose_metrics["steps_taken"]) == 3
+    _assert_trees_close(loose.params, full.params, rtol=0, atol=0)
+    assert float(full_metrics["approx_kl"]) > 0
+    tight, tight_metrics = update(target_kl=1e-12)
+    assert int(tight.step) == 1 and float(tight_metrics["steps_taken"]) == 1
+    first = PPOConfig(epochs=1, clip_value=0.5)
+    one, _ = _update(key, init_ppo_state(params, first), trajectory, last_value, _apply, first)
+    _assert_trees_close(tight.params, one.params, rtol=1e-5, atol=1e-6)
+    assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(tight.params), jax.tree.leaves(params)))
+
+
 def test_normalized_advantages_use_valid_steps_only():
     valid = jnp.arange(T)[:, None] < jnp.array([6, 2, 4, 1])[None, :]
     params, trajectory, last_value = _problem(valid=valid)
