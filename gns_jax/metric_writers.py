@@ -12,8 +12,10 @@ from tensorboardX import SummaryWriter
 class MetricWriter:
     """Writes scalar rows to ``<logdir>/events.*`` (TensorBoard) and ``<logdir>/<csv_name>``.
 
-    A CSV row holds every scalar of one ``write`` call; columns are fixed by the first row written to a file (a
-    resumed run appends to the same file). Use as a context manager or call ``close``.
+    A CSV row holds every scalar of one ``write`` call; columns come from the first row written to a file, and a
+    resumed run appends to the same file. A row with a scalar the file has no column for (a run resumed by a newer
+    version that logs more) widens the file: it is rewritten, atomically, with the new column appended and left
+    empty in the earlier rows. Use as a context manager or call ``close``.
     """
 
     def __init__(self, logdir: str, csv_name: str = "metrics.csv"):
@@ -32,11 +34,23 @@ class MetricWriter:
         new_file = self._columns is None
         if new_file:
             self._columns = list(row)
+        elif any(k not in self._columns for k in row):
+            self._widen([k for k in row if k not in self._columns])
         with open(self.csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self._columns, extrasaction="ignore")
             if new_file:
                 writer.writeheader()
             writer.writerow(row)
+
+    def _widen(self, new_columns: list[str]) -> None:
+        with open(self.csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        self._columns = self._columns + new_columns
+        with open(self.csv_path + ".tmp", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self._columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(self.csv_path + ".tmp", self.csv_path)
 
     def flush(self) -> None:
         self._tb.flush()
