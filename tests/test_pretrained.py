@@ -74,6 +74,7 @@ def test_export_then_load_is_the_checkpoints_policy(exported):
     assert (info["trained_on"]["steps"], info["trained_on"]["decision_interval"]) == (T, K)
     assert info["trained_on"]["node_names"] == ["dense_0", "dense_1", "head"]
     assert info["provenance"]["training_command"] == "a test"
+    assert info["provenance"]["checkpoint"] == os.path.abspath(checkpoint)  # outside the working directory
     assert (loaded.decision_interval, loaded.num_decisions, loaded.lr_min, loaded.lr_max) == (
         reference.decision_interval, reference.num_decisions, reference.lr_min, reference.lr_max)
     for x, y in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(agent_params), strict=True):
@@ -106,6 +107,14 @@ def test_export_then_load_is_the_checkpoints_policy(exported):
         lrs.append(np.asarray(lr))
     np.testing.assert_array_equal(lrs[0], lrs[1])
     assert len(np.unique(lrs[0])) == T // K
+
+
+def test_card_records_a_checkpoint_below_the_working_directory_relative_to_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert pretrained._recorded_path("runs/a/checkpoints/7") == os.path.join("runs", "a", "checkpoints", "7")
+    assert pretrained._recorded_path(str(tmp_path / "b")) == "b"
+    outside = os.path.abspath(os.path.join(str(tmp_path), os.pardir, "elsewhere"))
+    assert pretrained._recorded_path(outside) == outside
 
 
 def test_export_refuses_overwrite_and_the_cli_exports(exported, tmp_path, capsys):

@@ -339,6 +339,14 @@ def default_directory(name: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
 
 
+def _recorded_path(path: str) -> str:
+    """A path as a card records it: relative to the working directory (the repository, for the shipped cards) when
+    it lies below it, so that the card names a path that exists in a clone; absolute otherwise."""
+    path = os.path.abspath(path)
+    cwd = os.getcwd()
+    return os.path.relpath(path, cwd) if os.path.commonpath([path, cwd]) == cwd else path
+
+
 def export(config, checkpoint: str, name: str, *, out_dir: str | None = None, task=None,
            provenance: Mapping[str, Any] | None = None, description: str = "", overwrite: bool = False,
            use_with: tuple[int, int] | None = None) -> str:
@@ -400,7 +408,7 @@ def export(config, checkpoint: str, name: str, *, out_dir: str | None = None, ta
                          "num_decisions": int(use_with[0]) // int(use_with[1])}} if use_with else {}),
         "params_sha256": hashlib.sha256(data).hexdigest(),
         "params_count": int(sum(np.size(x) for x in jax.tree.leaves(params))),
-        "provenance": dict(provenance or {}, checkpoint=os.path.abspath(checkpoint),
+        "provenance": dict(provenance or {}, checkpoint=_recorded_path(checkpoint),
                            config=config_to_dict(config)),
     }
     os.makedirs(out_dir, exist_ok=True)
