@@ -29,6 +29,7 @@ from flax import struct
 from gns_jax.env import EnvState, LREnvironment, StepInfo
 from gns_jax.gcn import make_encoder
 from gns_jax.graph import FEATURE_NAMES, build_graph_structure, node_features
+from gns_jax.obs_norm import update_agent_stats
 from gns_jax.policy import ActorCritic, PolicyStep, decide
 from gns_jax.ppo import PPOState, Transition, ppo_update
 from gns_jax.settings import AgentSettings
@@ -97,7 +98,8 @@ class Agent:
         self.network = ActorCritic(
             encoder=make_encoder(settings.encoder, self.structure, hidden=settings.encoder_hidden,
                                  layers=settings.encoder_layers),
-            action_scale=settings.action_scale, sigma=settings.sigma, hidden=settings.head_hidden)
+            action_scale=settings.action_scale, sigma=settings.sigma, hidden=settings.head_hidden,
+            obs_norm=settings.obs_norm)
         self.env = LREnvironment(task, self.observe, settings.env)
         self.ppo = settings.ppo
 
@@ -180,6 +182,21 @@ class Agent:
         if last_value is None:
             last_value = jnp.zeros(trajectory.reward.shape[1:])
         return ppo_update(key, ppo_state, trajectory, last_value, self.apply, self.ppo)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def update_obs_stats(self, agent_params: PyTree, trajectory: Transition) -> tuple[PyTree, Transition]:
+        """``agent.obs_norm``: merge the episode's observations into the running statistics (``gns_jax.obs_norm``).
+
+        Returns the new parameters and the trajectory with log pi(a|s) and V(s) recomputed under them, so the PPO
+        update that follows starts at probability ratio 1.
+        """
+        agent_params = update_agent_stats(agent_params, trajectory.obs, trajectory.valid)
+        lead = trajectory.reward.shape
+        flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[len(lead):]), trajectory.obs)
+        dist, value = self.apply(agent_params, flat)
+        log_prob = dist.log_prob(trajectory.action.reshape((-1,) + trajectory.action.shape[len(lead):]))
+        return agent_params, trajectory.replace(log_prob=log_prob.reshape(trajectory.log_prob.shape),
+                                                value=value.reshape(trajectory.value.shape))
 
     @functools.partial(jax.jit, static_argnums=0)
     def values(self, agent_params: PyTree, obs: PyTree) -> jnp.ndarray:

@@ -113,6 +113,8 @@ def agent_config() -> ml_collections.ConfigDict:
     a.lr_min = 1e-6  # the learning rate is clipped to [lr_min, lr_max] after every action
     a.lr_max = 1.0
     a.divergence_penalty = -1.0  # reward of an action after which the loss or the weights stop being finite
+    a.collapse_loss_ratio = 0.0  # > 0: a training loss above this multiple of the first K steps' counts as a divergence
+    a.collapse_below_start = False  # a validated metric below that after the first K steps counts as a divergence
     a.encoder = "gcn"  # gcn | gat | css (Table 4) | srls (final-layer state)
     a.encoder_hidden = 64  # node-embedding width (§4.1: 64)
     a.encoder_layers = 2  # GCN layers (§4.1: 2)
@@ -136,6 +138,7 @@ def agent_config() -> ml_collections.ConfigDict:
     a.reward_scale = 1.0  # rewards are multiplied by this before PPO (100 = accuracy points); logs stay unscaled
     a.progress_feature = False  # append the run progress t / (N - 1) as a global node feature
     a.mean_features = True  # the weight/bias mean features of §4.1 (False zeroes them: they flip sign step to step)
+    a.obs_norm = False  # standardize the node features by running statistics saved with the agent (gns_jax.obs_norm)
     a.probe = True  # log the policy's mean action on a fixed probe set after every update (spread, slope)
     a.max_grad_norm = 0.5
     a.target_kl = 0.0  # PPO early stop: skip an update's remaining steps once KL > 1.5 x this (0 = off, the paper)
@@ -290,6 +293,8 @@ FIELDS: tuple[Field, ...] = (
     _f("agent.lr_min", float, POLICY_MODES, "(0, inf)"),
     _f("agent.lr_max", float, POLICY_MODES, "(0, inf)"),
     _f("agent.divergence_penalty", float, AGENT_MODES, "(-inf, 0]"),
+    _f("agent.collapse_loss_ratio", float, AGENT_MODES, "[0, inf)"),
+    _f("agent.collapse_below_start", bool, AGENT_MODES),
     _f("agent.encoder", str, POLICY_MODES, choices=("gcn", "gat", "css", "srls")),
     _f("agent.encoder_hidden", int, POLICY_MODES, "[1, inf)"),
     _f("agent.encoder_layers", int, POLICY_MODES, "[1, inf)"),
@@ -310,6 +315,7 @@ FIELDS: tuple[Field, ...] = (
     _f("agent.reward_scale", float, AGENT_MODES, "(0, inf)"),
     _f("agent.progress_feature", bool, POLICY_MODES),
     _f("agent.mean_features", bool, POLICY_MODES),
+    _f("agent.obs_norm", bool, POLICY_MODES),
     _f("agent.probe", bool, AGENT_MODES, resume=False),
     _f("agent.max_grad_norm", float, AGENT_MODES, "(0, inf)"),
     _f("agent.target_kl", float, AGENT_MODES, "[0, inf)"),

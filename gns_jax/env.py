@@ -21,6 +21,15 @@ d receives ``divergence_penalty`` on top, later actions are invalid (masked out 
 agent goes on with the next episode. Observations of a diverged target are zeroed so no NaN reaches the agent.
 A target that diverges during the first K steps (before any action) gives its first action the penalty.
 
+Collapse (beyond the paper; off by default). A learning rate far too high need not make the loss non-finite: the
+MLP of Table 20 at alpha = 0.3 trains on at a loss of 322, and the paper's agent learned to collapse every run that
+way. ``mark_collapses`` treats the first action after which the run collapsed like a divergence: the episode ends
+there for PPO (penalty, later actions masked). A collapse is a mean training loss of the action's K steps above
+``collapse_loss_ratio`` times that of the first K steps (when > 0), or, with ``collapse_below_start``, a validated
+metric below that of point 0 (the metric after the first K steps; the metric is higher-is-better, as Eq. 3's reward
+reads it). The target itself is not stopped, so deployment
+(``gns_jax.apply``), which shares this environment, always trains for the full T.
+
 Everything here is a pure function of explicit state, so ``jax.vmap`` over keys gives a batch of environments.
 """
 
@@ -55,6 +64,8 @@ class EnvConfig:
     prior_lr_max: float = 1e-2
     divergence_penalty: float = -1.0
     validation_prob: float = 0.2  # p of Eq. 3
+    collapse_loss_ratio: float = 0.0  # > 0: a loss above this multiple of the first K steps' ends the episode
+    collapse_below_start: bool = False  # a validated metric below that of point 0 ends the episode
 
     def __post_init__(self):
         if self.num_decisions < 2:
@@ -63,6 +74,8 @@ class EnvConfig:
             raise ValueError(f"bad initial-LR prior [{self.prior_lr_min}, {self.prior_lr_max}]")
         if not 0.0 <= self.validation_prob <= 1.0:
             raise ValueError(f"validation_prob must be in [0, 1], got {self.validation_prob}")
+        if self.collapse_loss_ratio < 0:
+            raise ValueError(f"collapse_loss_ratio must be >= 0 (0 = off), got {self.collapse_loss_ratio}")
 
 
 @struct.dataclass
@@ -192,6 +205,44 @@ def spread_rewards(metrics: jnp.ndarray, validated: jnp.ndarray) -> jnp.ndarray:
     t2 = jnp.minimum(next_valid, n - 1)
     p = jnp.where(validated, metrics, 0.0)
     return jnp.where(has_next, (p[t2] - p[prev_valid]) / jnp.maximum(t2 - prev_valid, 1), 0.0)
+
+
+def mark_collapses(infos: StepInfo, reset_info: StepInfo, loss_ratio: float = 0.0,
+                   below_start: bool = False) -> tuple[StepInfo, jnp.ndarray]:
+    """End one episode at its first collapse, as at a divergence (``EnvConfig.collapse_loss_ratio`` and
+    ``collapse_below_start``; beyond the paper).
+
+    ``infos`` holds the stacked StepInfo of the episode's N - 1 actions, ``reset_info`` that of point 0. Action d
+    collapses when, before the episode ended, the mean training loss of its K steps is finite and above
+    ``loss_ratio`` times that of the first K steps (``loss_ratio`` > 0), or (``below_start``) point d+1 is
+    validated with a metric below point 0's. The first such action is rewritten as a divergence: point d+1
+    counts as validated with the last validated metric before it, and the action is marked diverged and done;
+    what the later actions report is dropped (as for the actions after a divergence). Returns the rewritten infos
+    and whether the episode collapsed. With both rules off ``infos`` is returned unchanged.
+    """
+    if loss_ratio <= 0 and not below_start:
+        return infos, jnp.zeros((), bool)
+    ended_before = jnp.concatenate([reset_info.done[None], infos.done[:-1]])
+    live = ~jax.lax.cummax(ended_before.astype(jnp.int32), axis=0).astype(bool) & ~infos.diverged
+    collapsed = jnp.zeros_like(live)
+    if loss_ratio > 0:
+        collapsed |= jnp.isfinite(infos.mean_loss) & (infos.mean_loss > loss_ratio * reset_info.mean_loss)
+    if below_start:
+        collapsed |= infos.validated & jnp.isfinite(infos.metric) & (infos.metric < reset_info.metric)
+    collapsed &= live
+    first = collapsed & (jnp.cumsum(collapsed) == 1)
+    after = jax.lax.cummax(first.astype(jnp.int32), axis=0).astype(bool) & ~first
+    # The last validated metric at or before point d, for point d+1 of each action d.
+    metrics = jnp.concatenate([reset_info.metric[None], infos.metric])
+    validated = jnp.concatenate([jnp.ones((1,), bool), infos.validated])
+    idx = jnp.arange(metrics.shape[0])
+    carried = metrics[jax.lax.cummax(jnp.where(validated, idx, 0), axis=0)][:-1]
+    nan = jnp.asarray(jnp.nan, infos.metric.dtype)
+    infos = infos.replace(metric=jnp.where(first, carried, jnp.where(after, nan, infos.metric)),
+                          validated=first | (infos.validated & ~after),
+                          diverged=first | (infos.diverged & ~after),
+                          done=first | (infos.done & ~after))
+    return infos, jnp.any(first)
 
 
 def episode_rewards(infos: StepInfo, reset_info: StepInfo, penalty: float) -> tuple[jnp.ndarray, jnp.ndarray]:

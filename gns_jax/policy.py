@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gns_jax.obs_norm import OBS_STATS, identity_stats, normalize, observed_features
+
 DEFAULT_ACTION_SCALE = 0.1
 DEFAULT_SIGMA = 0.05
 HIDDEN = 32
@@ -85,6 +87,8 @@ class ActorCritic(nn.Module):
     Attributes:
       encoder: a Flax module or any callable obs → h (e.g. the hierarchical GCN, or `lambda x: x`).
       action_dim, action_scale, sigma, hidden: see `ActorHead`.
+      obs_norm: standardize the observed features by running statistics held in the variable collection
+        'obs_stats' (`gns_jax.obs_norm`; beyond the paper) before the encoder.
     """
 
     encoder: Callable[[Any], jax.Array]
@@ -92,9 +96,17 @@ class ActorCritic(nn.Module):
     action_scale: float = DEFAULT_ACTION_SCALE
     sigma: float = DEFAULT_SIGMA
     hidden: int = HIDDEN
+    obs_norm: bool = False
 
     @nn.compact
     def __call__(self, obs: Any) -> tuple[distrax.Normal, jax.Array]:
+        if self.obs_norm:
+            x = observed_features(obs)
+            init = identity_stats(x.shape[-1])
+            stats = {name: self.variable(OBS_STATS, name, lambda v=value: v).value
+                     for name, value in init.items()}
+            x = normalize(x, stats["mean"], stats["var"])
+            obs = obs.replace(nodes=x) if hasattr(obs, "nodes") else x
         h = self.encoder(obs)
         dist = ActorHead(self.action_dim, self.action_scale, self.sigma, self.hidden, name="actor")(h)
         value = CriticHead(self.hidden, name="critic")(h)

@@ -41,6 +41,7 @@ class AgentSettings:
     sigma: float = 0.05  # standard deviation of the Gaussian policy
     progress_feature: bool = False  # t / (N - 1) as a ninth global node feature
     mean_features: bool = True  # False zeroes the weight/bias mean features of §4.1
+    obs_norm: bool = False  # standardize the features by running statistics saved with the agent (gns_jax.obs_norm)
     env_batching: str = "vmap"  # the environments of a device in one program: vmap | loop (over_envs)
 
 
@@ -79,7 +80,9 @@ def env_config(config: ml_collections.ConfigDict) -> EnvConfig:
     return EnvConfig(decision_interval=int(config.decision_interval),
                      num_decisions=int(config.steps) // int(config.decision_interval), lr_min=float(a.lr_min),
                      lr_max=float(a.lr_max), prior_lr_min=float(a.prior_lr_min), prior_lr_max=float(a.prior_lr_max),
-                     divergence_penalty=float(a.divergence_penalty), validation_prob=float(a.validation_prob))
+                     divergence_penalty=float(a.divergence_penalty), validation_prob=float(a.validation_prob),
+                     collapse_loss_ratio=float(a.get("collapse_loss_ratio", 0.0)),
+                     collapse_below_start=bool(a.get("collapse_below_start", False)))
 
 
 def ppo_config(agent_cfg: ml_collections.ConfigDict) -> PPOConfig:
@@ -100,6 +103,7 @@ def agent_settings(config: ml_collections.ConfigDict) -> AgentSettings:
                          action_scale=float(a.action_scale), sigma=float(a.sigma),
                          progress_feature=bool(a.get("progress_feature", False)),
                          mean_features=bool(a.get("mean_features", True)),
+                         obs_norm=bool(a.get("obs_norm", False)),
                          env_batching=env_batching(str(config.model.name), str(a.get("env_batching", "auto"))))
 
 

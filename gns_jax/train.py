@@ -15,6 +15,9 @@ Cheaper episodes (§6): ``agent.truncated_episodes`` early episodes stop at ``ag
 bootstraps the cut with V(s) of the last state), and ``agent.val_subsample`` validates the Eq. 3 rewards on a random
 subset of the validation split, drawn anew each episode.
 
+With ``agent.obs_norm`` each episode's observations are merged into the policy's running feature statistics
+before its PPO update (``gns_jax.obs_norm``).
+
 Every episode's randomness is ``fold_in(key(seed), episode)``; environment e of an episode draws its keys as
 ``split(key, total environments)[e]``, so the same total number of environments gives the same episodes on one
 device or several. After every ``agent.checkpoint_every`` episodes the agent (parameters, both Adam states), the RNG
@@ -42,7 +45,7 @@ from tqdm.auto import tqdm
 from gns_jax import checkpoints, parallel
 from gns_jax.agent import Agent
 from gns_jax.checkpoints import load_agent_params
-from gns_jax.env import episode_rewards, validation_coins
+from gns_jax.env import episode_rewards, mark_collapses, validation_coins
 from gns_jax.metric_writers import MetricWriter
 from gns_jax.plots import plot_lr_trajectories
 from gns_jax.ppo import PPOState, Transition, init_ppo_state
@@ -104,8 +107,10 @@ def run_episode(agent: Agent, agent_params: PyTree, key: jnp.ndarray, num_envs: 
       reward_scale: the trajectory's rewards are the Eq. 3 rewards times this (``rewards`` stays unscaled).
     Returns:
       a dict with the time-major trajectory ``[actions, D * N]``, the bootstrap values ``last_value`` (None for
-      full episodes), the final ``env_state``, ``reset_info`` and ``infos``,
-      and per-environment ``last_metric``, ``diverged`` and ``test_metric`` ``[D * N]``.
+      full episodes) and the observation they are of (``last_obs``), the final ``env_state``, ``reset_info`` and ``infos``,
+      and per-environment ``last_metric``, ``diverged`` (a collapse included, ``env.mark_collapses``), ``ended``
+      (diverged, collapsed or at the last point) and ``test_metric`` ``[D * N]``; with
+      a collapse rule (``EnvConfig.collapse_loss_ratio``, ``collapse_below_start``) also ``collapsed``.
     """
     env_cfg = agent.env.config
     task = agent.task
@@ -136,16 +141,21 @@ def run_episode(agent: Agent, agent_params: PyTree, key: jnp.ndarray, num_envs: 
         if progress is not None:
             progress.update(1)
     acts, infos = parallel.stack(acts), parallel.stack(infos)  # leading axes [n - 1, D * N]
+    infos, collapsed = jax.vmap(mark_collapses, in_axes=(1, 0, None, None), out_axes=(1, 0))(
+        infos, reset_info, env_cfg.collapse_loss_ratio, env_cfg.collapse_below_start)
+    ended = env_state.done | collapsed
     rewards, valid = jax.vmap(episode_rewards, in_axes=(1, 0, None), out_axes=1)(
         infos, reset_info, env_cfg.divergence_penalty)
     trajectory = Transition(obs=acts.obs, action=acts.action, reward=rewards * reward_scale, done=infos.done,
                             value=acts.value, log_prob=acts.log_prob, valid=valid)
     # A truncated episode did not end: PPO bootstraps it with V(s) of its last state.
-    last_value = (jnp.where(env_state.done, 0.0, agent.values(agent_params, obs)) if n < env_cfg.num_decisions
+    last_value = (jnp.where(ended, 0.0, agent.values(agent_params, obs)) if n < env_cfg.num_decisions
                   else None)
-    return {"trajectory": trajectory, "rewards": rewards, "last_value": last_value, "env_state": env_state,
+    return {"trajectory": trajectory, "rewards": rewards, "last_value": last_value, "last_obs": obs,
+            "env_state": env_state, "ended": ended,
             "reset_info": reset_info,
-            "infos": infos, "last_metric": env_state.last_metric, "diverged": env_state.diverged,
+            "infos": infos, "last_metric": env_state.last_metric, "diverged": env_state.diverged | collapsed,
+            **({"collapsed": collapsed} if env_cfg.collapse_loss_ratio > 0 or env_cfg.collapse_below_start else {}),
             "test_metric": agent.evaluate(env_state, test_data)}
 
 
@@ -167,6 +177,8 @@ def episode_summary(episode: int, rollout: dict, wall_seconds: float, k: int) ->
         "decision_interval": k,
         "decisions": int(lrs.shape[0]),
         "environments": int(lrs.shape[1]),
+        # with a collapse rule (agent.collapse_*): how many of the diverged had collapsed instead
+        **({"collapsed": int(np.asarray(rollout["collapsed"]).sum())} if "collapsed" in rollout else {}),
     }
 
 
@@ -261,9 +273,15 @@ def train_agent(config: ml_collections.ConfigDict, workdir: str, task: Task | No
             rollout = run_episode(agent, state.ppo.params, ep_key, options.num_envs, bar, num_devices=num_devices,
                                   num_decisions=lengths[episode], data=(train_data, val_data),
                                   group_size=options.group_size, reward_scale=options.reward_scale)
+            ppo_state, trajectory, last_value = state.ppo, rollout["trajectory"], rollout["last_value"]
+            if agent.settings.obs_norm:  # statistics first, so the update optimizes the policy it saves
+                params, trajectory = agent.update_obs_stats(ppo_state.params, trajectory)
+                ppo_state = ppo_state.replace(params=params)
+                if last_value is not None:
+                    last_value = jnp.where(rollout["ended"], 0.0,
+                                           agent.values(params, rollout["last_obs"]))
             ppo_state, metrics = agent.ppo_update(jax.random.fold_in(ep_key, 1),
-                                                  parallel.replicate(state.ppo, num_devices), rollout["trajectory"],
-                                                  rollout["last_value"])
+                                                  parallel.replicate(ppo_state, num_devices), trajectory, last_value)
             check_finite_update(episode, metrics, ppo_state, ckpt_dir)  # a NaN agent is never saved
             state = state.replace(ppo=ppo_state, episode=jnp.asarray(episode + 1, jnp.int32))
             summary = episode_summary(episode, rollout, time.time() - start, agent.env.config.decision_interval)

@@ -71,6 +71,20 @@ def test_too_high_lr_diverges_with_penalty_and_training_goes_on(tiny_fashion_mni
     assert all(np.all(np.isfinite(np.asarray(p))) for p in params)  # NaNs never reached the agent
 
 
+def test_collapse_ends_training_episodes_but_not_deployment(tiny_fashion_mnist, cache_dir, tmp_path):
+    # A ratio far below 1: the first action's finite loss is already "a collapse" in every episode.
+    config = tiny_agent_config(tiny_fashion_mnist, cache_dir, collapse_loss_ratio=0.01, divergence_penalty=-2.0)
+    out = train_agent(config, str(tmp_path), progress=False)
+    for e in out["results"]["episodes"]:
+        assert e["diverged"] == 1 and e["return"] == pytest.approx(-2.0)
+    csv = (tmp_path / "logs" / "episodes.csv").read_text().splitlines()
+    assert "collapsed" in csv[0].split(",")
+    # Deployment shares the environment and still trains for the full T.
+    agent = Agent(build_task(config), agent_settings(config))
+    result = deploy(agent, out["state"].ppo.params, deploy_options(config))
+    assert result["steps"] == 50 and not result["diverged"] and len(result["lr_trajectory"]) == 5
+
+
 def test_select_initial_lr_takes_largest_value():
     assert select_initial_lr(jnp.array([0.1, 0.7, 0.3])) == 1
     assert select_initial_lr(jnp.array([jnp.nan, -1.0, -2.0])) == 1

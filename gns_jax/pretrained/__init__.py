@@ -5,7 +5,8 @@
 A shipped scheduler is package data, one directory per name beside this module: ``params.msgpack``, the agent's
 parameters (the actor-critic of Eq. 4 over the hierarchical GCN of §4.1, ``flax.serialization.to_bytes``), and
 ``card.json``, everything needed to rebuild the agent without its task, data or training run — the encoder kind
-and sizes, the heads (action scale, σ), the observation options (run-progress feature, mean features), the clip
+and sizes, the heads (action scale, σ), the observation options (run-progress feature, mean features, and
+whether ``params.msgpack`` holds running feature statistics, ``obs_norm``; cards without it have none), the clip
 range [α_min, α_max] of Eq. 4, the K and T it was trained with (``use_with``: the K and T of its deployments when
 they differ, which ``load`` then defaults to) and the graph of the target it was trained on —
 plus its provenance: the training command, the state-dependence probe of its last update and the accuracy of its
@@ -154,7 +155,7 @@ def build_network(agent: Mapping, structure: GraphStructure):
     encoder = make_encoder(agent["encoder"], structure, hidden=int(agent["encoder_hidden"]),
                            layers=int(agent["encoder_layers"]))
     return ActorCritic(encoder=encoder, action_scale=float(agent["action_scale"]), sigma=float(agent["sigma"]),
-                       hidden=int(agent["head_hidden"]))
+                       hidden=int(agent["head_hidden"]), obs_norm=bool(agent.get("obs_norm", False)))
 
 
 def _skeleton(shapes: Mapping[str, list[int]]) -> dict:
@@ -331,7 +332,7 @@ def load(name: str, target: PyTree | None = None, *, allow_other_architectures: 
 
 # Fields of config.agent that rebuild the network and its observation (the rest is how it was trained: provenance).
 AGENT_FIELDS = ("encoder", "encoder_hidden", "encoder_layers", "head_hidden", "action_scale", "sigma", "lr_min",
-                "lr_max", "progress_feature", "mean_features")
+                "lr_max", "progress_feature", "mean_features", "obs_norm")
 
 
 def default_directory(name: str) -> str:
@@ -387,7 +388,7 @@ def export(config, checkpoint: str, name: str, *, out_dir: str | None = None, ta
         "format": FORMAT,
         "name": name,
         "description": description,
-        "agent": {field: a[field] for field in AGENT_FIELDS} | {"node_features": NUM_FEATURES + int(
+        "agent": {field: a[field] for field in AGENT_FIELDS if field in a} | {"node_features": NUM_FEATURES + int(
             bool(a.progress_feature))},
         "trained_on": {
             "architecture": structure.arch,
