@@ -107,9 +107,9 @@ def run_episode(agent: Agent, agent_params: PyTree, key: jnp.ndarray, num_envs: 
       reward_scale: the trajectory's rewards are the Eq. 3 rewards times this (``rewards`` stays unscaled).
     Returns:
       a dict with the time-major trajectory ``[actions, D * N]``, the bootstrap values ``last_value`` (None for
-      full episodes) and the observation they are of (``last_obs``), the final ``env_state``, ``reset_info`` and ``infos``,
-      and per-environment ``last_metric``, ``diverged`` (a collapse included, ``env.mark_collapses``), ``ended``
-      (diverged, collapsed or at the last point) and ``test_metric`` ``[D * N]``; with
+      full episodes) and the observation they are of (``last_obs``), the final ``env_state``, ``reset_info`` and
+      ``infos``, and per-environment ``last_metric``, ``diverged`` (a collapse included, ``env.mark_collapses``),
+      ``ended`` (diverged, collapsed or at the last point) and ``test_metric`` ``[D * N]``; with
       a collapse rule (``EnvConfig.collapse_loss_ratio``, ``collapse_below_start``) also ``collapsed``.
     """
     env_cfg = agent.env.config

@@ -190,7 +190,8 @@ def test_target_kl_stops_the_update_once_the_kl_exceeds_it():
     first = PPOConfig(epochs=1, clip_value=0.5)
     one, _ = _update(key, init_ppo_state(params, first), trajectory, last_value, _apply, first)
     _assert_trees_close(tight.params, one.params, rtol=1e-5, atol=1e-6)
-    assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(tight.params), jax.tree.leaves(params)))
+    leaves = zip(jax.tree.leaves(tight.params), jax.tree.leaves(params), strict=True)
+    assert not all(np.allclose(a, b) for a, b in leaves)
 
 
 def test_normalized_advantages_use_valid_steps_only():
