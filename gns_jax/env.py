@@ -27,8 +27,8 @@ way. ``mark_collapses`` treats the first action after which the run collapsed li
 there for PPO (penalty, later actions masked). A collapse is a mean training loss of the action's K steps above
 ``collapse_loss_ratio`` times that of the first K steps (when > 0), or, with ``collapse_below_start``, a validated
 metric below that of point 0 (the metric after the first K steps; the metric is higher-is-better, as Eq. 3's reward
-reads it). The target itself is not stopped, so deployment
-(``gns_jax.apply``), which shares this environment, always trains for the full T.
+reads it). The target itself is not stopped, so deployment (``gns_jax.apply``), which shares this environment,
+always trains for the full T.
 
 Everything here is a pure function of explicit state, so ``jax.vmap`` over keys gives a batch of environments.
 """
@@ -76,6 +76,11 @@ class EnvConfig:
             raise ValueError(f"validation_prob must be in [0, 1], got {self.validation_prob}")
         if self.collapse_loss_ratio < 0:
             raise ValueError(f"collapse_loss_ratio must be >= 0 (0 = off), got {self.collapse_loss_ratio}")
+
+    @property
+    def detects_collapse(self) -> bool:
+        """Whether a collapse rule is on (``mark_collapses``)."""
+        return self.collapse_loss_ratio > 0 or self.collapse_below_start
 
 
 @struct.dataclass
@@ -207,6 +212,12 @@ def spread_rewards(metrics: jnp.ndarray, validated: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(has_next, (p[t2] - p[prev_valid]) / jnp.maximum(t2 - prev_valid, 1), 0.0)
 
 
+def before_the_end(infos: StepInfo, reset_info: StepInfo) -> jnp.ndarray:
+    """[N - 1] bool: the episode had not ended before the action (the action that ends it is included)."""
+    ended = jnp.concatenate([reset_info.done[None], infos.done[:-1]])
+    return ~jax.lax.cummax(ended.astype(jnp.int32), axis=0).astype(bool)
+
+
 def mark_collapses(infos: StepInfo, reset_info: StepInfo, loss_ratio: float = 0.0,
                    below_start: bool = False) -> tuple[StepInfo, jnp.ndarray]:
     """End one episode at its first collapse, as at a divergence (``EnvConfig.collapse_loss_ratio`` and
@@ -222,8 +233,7 @@ def mark_collapses(infos: StepInfo, reset_info: StepInfo, loss_ratio: float = 0.
     """
     if loss_ratio <= 0 and not below_start:
         return infos, jnp.zeros((), bool)
-    ended_before = jnp.concatenate([reset_info.done[None], infos.done[:-1]])
-    live = ~jax.lax.cummax(ended_before.astype(jnp.int32), axis=0).astype(bool) & ~infos.diverged
+    live = before_the_end(infos, reset_info) & ~infos.diverged
     collapsed = jnp.zeros_like(live)
     if loss_ratio > 0:
         collapsed |= jnp.isfinite(infos.mean_loss) & (infos.mean_loss > loss_ratio * reset_info.mean_loss)
@@ -253,9 +263,7 @@ def episode_rewards(infos: StepInfo, reset_info: StepInfo, penalty: float) -> tu
     metrics = jnp.concatenate([reset_info.metric[None], infos.metric])
     validated = jnp.concatenate([jnp.ones((1,), bool), infos.validated])
     rewards = spread_rewards(metrics, validated) + jnp.where(infos.diverged, penalty, 0.0)
-    # An action is valid if the episode had not ended before it (the diverging action itself is valid).
-    ended = jnp.concatenate([reset_info.done[None], infos.done[:-1]])
-    valid = ~jax.lax.cummax(ended.astype(jnp.int32), axis=0).astype(bool)
+    valid = before_the_end(infos, reset_info)  # the diverging action itself is valid
     # A target that diverged in its first K steps (before any action) still costs the penalty: the first action
     # (its observation zeroed) carries it, so such an episode is not worth as much as a harmless one.
     first = (jnp.arange(valid.shape[0]) == 0) & reset_info.diverged

@@ -155,7 +155,7 @@ def run_episode(agent: Agent, agent_params: PyTree, key: jnp.ndarray, num_envs: 
             "env_state": env_state, "ended": ended,
             "reset_info": reset_info,
             "infos": infos, "last_metric": env_state.last_metric, "diverged": env_state.diverged | collapsed,
-            **({"collapsed": collapsed} if env_cfg.collapse_loss_ratio > 0 or env_cfg.collapse_below_start else {}),
+            **({"collapsed": collapsed} if env_cfg.detects_collapse else {}),
             "test_metric": agent.evaluate(env_state, test_data)}
 
 
