@@ -64,7 +64,7 @@ def main() -> None:
     for name in ranked[: args.top]:
         test = [100 * finite[name][s][0] for s in SEEDS]
         val = [100 * finite[name][s][1] for s in SEEDS]
-        diff = [t - 100 * cosine[s][0] for t, s in zip(test, SEEDS)]
+        diff = [t - 100 * cosine[s][0] for t, s in zip(test, SEEDS, strict=True)]
         paired = "" if name == COSINE else (f"{statistics.mean(diff):+.2f} "
                                             f"({statistics.stdev(diff) / math.sqrt(len(SEEDS)):.2f})")
         print(f"| {name} | {statistics.mean(test):.2f} ± {statistics.stdev(test):.2f} | "
