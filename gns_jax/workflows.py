@@ -56,8 +56,8 @@ def apply_mode(config: ml_collections.ConfigDict, workdir: str, task: Task | Non
         raise ConfigError(f"agent checkpoint {config.agent_checkpoint} holds non-finite parameters; deploy an "
                           "earlier checkpoint of that run")
     results = deploy(agent, params, deploy_options(config))
-    results.update(agent_checkpoint=config.agent_checkpoint, data_source=getattr(agent.task, "provenance", None),
-                   config=config_to_dict(config))
+    results.update(seed=int(config.seed), agent_checkpoint=config.agent_checkpoint,
+                   data_source=getattr(agent.task, "provenance", None), config=config_to_dict(config))
     plot_lr_trajectories({"deployed": results["lr_trajectory"]}, config.decision_interval,
                          os.path.join(workdir, "deployed_lr.png"), title="Deployed learning-rate schedule")
     results["plot"] = os.path.join(workdir, "deployed_lr.png")

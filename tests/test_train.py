@@ -133,6 +133,7 @@ def test_apply_mode_and_learned_scheduler(setup, tmp_path):
         on_disk = json.loads((tmp_path / "apply" / "results.json").read_text())
         for key in ("test_metric", "val_metric", "lr_trajectory", "initial_lr"):
             assert key in on_disk
+        assert on_disk["seed"] == config.seed  # filed like a compare run's seed_N.json (report.load_runs sorts by it)
         # §4.3: the deployed initial LR is the candidate of the largest critic value.
         best = int(np.argmax(applied["candidate_values"]))
         assert applied["initial_lr"] == pytest.approx(applied["candidate_lrs"][best], rel=1e-6)
