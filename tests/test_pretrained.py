@@ -194,12 +194,13 @@ def test_shipped_scheduler_runs_under_scheduled():
 
 @pytest.mark.real_data
 @pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION_MNIST), reason="needs Debian's dataset-fashion-mnist")
-@pytest.mark.parametrize("name,decisions,rtol", [(SHIPPED, 30, 2e-4), ("fashion_mnist_mlp", 6, 2e-2)])
+@pytest.mark.parametrize("name,decisions,rtol", [(SHIPPED, 30, 1e-3), ("fashion_mnist_mlp", 6, 2e-2)])
 def test_shipped_scheduler_reproduces_its_recorded_deployment(name, decisions, rtol):
     """From the initial state of evaluation seed 1 (the initial LR that deployment picked by validation at T_pre) on
     the real Fashion-MNIST split, the shipped parameters under ``gns_jax.scheduled`` (with the K and T the card says
     to use) take the learning rates that deployment (§4.3) recorded in the card, decision for decision: the proxy
-    agent at its training length, the Table 20 agent at T = 78,200 with K = 2,500 (``use_with``). Over 2,500 steps
+    agent at its training length to 0.1 % (the rounding of an Intel and an AMD CPU differs by up to 0.05 % over its 30
+    decisions), the Table 20 agent at T = 78,200 with K = 2,500 (``use_with``). Over 2,500 steps
     per decision the two programs' float rounding drifts apart and this agent reacts to it: the rates agree to
     1 %, where the same agent told the wrong T (its training's) is 13 % off by decision 6."""
     import ml_collections
